@@ -63,4 +63,5 @@ def get_scheme(name: str) -> LabelScheme:
     try:
         return SCHEMES[name]
     except KeyError:
-        raise ConfigError("label scheme", [f"unknown scheme {name!r}; choose one of {', '.join(SCHEMES)}"]) from None
+        problem = f"unknown scheme {name!r}; choose one of {', '.join(SCHEMES)}"
+        raise ConfigError("label scheme", [problem]) from None

@@ -69,7 +69,7 @@ class PairData:
     ) -> PairData:
         """Build from ``(premise, hypothesis, label name)`` tuples; unknown labels raise ValueError."""
         labels = []
-        for p, q, y in rows:
+        for _p, _q, y in rows:
             i = scheme.index(y)
             if i is None:
                 raise ValueError(f"label {y!r} is not one of {', '.join(scheme.labels)}")

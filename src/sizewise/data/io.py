@@ -1,0 +1,319 @@
+"""Reading and validating pair files: TSV, CSV and JSON lines, each optionally gzip-compressed.
+
+Every problem in a file is collected first and raised together as one :class:`DataError`, each
+problem naming the file, the line and the field (``train.tsv line 14: label: "entails" is not one
+of entailment, neutral, contradiction``).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import logging
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from sizewise.data.labels import NO_GOLD_LABELS, LabelScheme, get_scheme
+from sizewise.data.pairs import PairData
+from sizewise.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+#: The fields of a pair row; ``columns`` maps these onto a file's own column names.
+FIELDS = ("premise", "hypothesis", "label")
+#: File formats :func:`read_pairs` understands, and the suffixes that imply them.
+FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_UNLABELLED = -1
+_SKIP = -2  # a no-consensus label ("-"): the row is left out and counted
+
+
+def infer_format(path: str | os.PathLike[str]) -> str:
+    """The format (``tsv``, ``csv`` or ``jsonl``) implied by a file name, ignoring a ``.gz`` suffix."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    if suffixes and suffixes[-1] in FORMATS:
+        return FORMATS[suffixes[-1]]
+    raise DataError(
+        f"{path}: cannot tell the format from the file name; name it .tsv, .csv or .jsonl "
+        "(optionally .gz) or pass the format explicitly"
+    )
+
+
+def read_pairs(
+    path: str | os.PathLike[str],
+    scheme: str | LabelScheme = "nli3",
+    *,
+    columns: dict[str, str] | None = None,
+    fmt: str | None = None,
+    require_labels: bool = True,
+) -> PairData:
+    """Read and validate a file of sentence pairs.
+
+    ``columns`` maps our field names (``premise``, ``hypothesis``, ``label``) to the file's column
+    names; ``fmt`` overrides the format inferred from the suffix. Rows whose label is SNLI's
+    no-consensus ``-`` are left out and counted in ``PairData.skipped``. With
+    ``require_labels=False`` (prediction input) a missing label column, an empty label or ``-``
+    gives label -1 and every row is kept. Raises :class:`DataError` listing every problem found.
+    """
+    label_scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    names = _column_names(columns)
+    name = str(path)
+    if fmt is not None:
+        fmt = FORMATS.get("." + fmt.lower().lstrip("."), fmt.lower())
+        if fmt not in set(FORMATS.values()):
+            raise ConfigError("read_pairs", [f"unknown format {fmt!r}; choose one of tsv, csv, jsonl"])
+
+    text, problems, bad_lines = _read_text(path, name)
+    if fmt is None:
+        fmt = infer_format(path)
+    if not text.strip():
+        raise DataError(problems or [f"{name}: file is empty"])
+
+    reader = _Rows(name, label_scheme, names, require_labels, problems, bad_lines)
+    if fmt == "jsonl":
+        reader.read_jsonl(text)
+    else:
+        reader.read_table(text, fmt)
+
+    if reader.problems:
+        raise DataError(reader.problems)
+    if not reader.premises:
+        if reader.skipped:
+            raise DataError(f'{name}: no rows with a gold label ({reader.skipped} skipped with "-")')
+        raise DataError(f"{name}: no rows" + ("" if fmt == "jsonl" else " (only a header)"))
+    data = PairData(
+        reader.premises,
+        reader.hypotheses,
+        np.asarray(reader.labels, dtype=np.int64),
+        label_scheme,
+        source=name,
+        skipped=reader.skipped,
+    )
+    logger.debug("read %d pairs from %s (%d skipped)", len(data), name, data.skipped)
+    return data
+
+
+def _column_names(columns: dict[str, str] | None) -> dict[str, str]:
+    names = {f: f for f in FIELDS}
+    if columns:
+        unknown = sorted(set(columns) - set(FIELDS))
+        if unknown:
+            raise ConfigError(
+                "columns", [f"unknown field {u!r}; map only {', '.join(FIELDS)}" for u in unknown]
+            )
+        names.update(columns)
+    return names
+
+
+def _read_text(path: str | os.PathLike[str], name: str) -> tuple[str, list[str], set[int]]:
+    """The decoded text of a file, plus one problem per undecodable line and those line numbers."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{name}: is a folder, not a file") from None
+    except OSError as exc:
+        raise DataError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    if raw[:2] == _GZIP_MAGIC or name.lower().endswith(".gz"):
+        if not raw:
+            raise DataError(f"{name}: file is empty")
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{name}: not a valid gzip file ({exc})") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8"), [], set()
+    except UnicodeDecodeError:
+        pass
+    # Slow path, only for broken files: decode line by line to name every bad line.
+    problems: list[str] = []
+    bad: set[int] = set()
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            bad.add(number)
+            byte = f"0x{line[exc.start]:02x}"
+            problems.append(f"{name} line {number}: not valid UTF-8 (byte {byte} at column {exc.start + 1})")
+    return raw.decode("utf-8", errors="replace"), problems, bad
+
+
+class _Rows:
+    """Accumulates validated rows and problems while one file is parsed."""
+
+    def __init__(
+        self,
+        name: str,
+        scheme: LabelScheme,
+        names: dict[str, str],
+        require_labels: bool,
+        problems: list[str],
+        bad_lines: set[int],
+    ) -> None:
+        self.name = name
+        self.scheme = scheme
+        self.names = names
+        self.require_labels = require_labels
+        self.problems = problems
+        self.bad_lines = bad_lines
+        self.premises: list[str] = []
+        self.hypotheses: list[str] = []
+        self.labels: list[int] = []
+        self.skipped = 0
+        self._label_cache: dict[str, int | None] = {}
+        self._choices = ", ".join(scheme.labels)
+
+    def add(self, line: int, premise: str, hypothesis: str, label: str | None) -> None:
+        """Validate one row and keep it, or record its problems."""
+        if line in self.bad_lines:
+            return  # already reported as undecodable
+        ok = True
+        if not premise.strip():
+            self.problems.append(f"{self.name} line {line}: premise: empty text")
+            ok = False
+        if not hypothesis.strip():
+            self.problems.append(f"{self.name} line {line}: hypothesis: empty text")
+            ok = False
+        y = self._label(line, label)
+        if y is None or not ok:
+            return
+        if y == _SKIP:
+            self.skipped += 1
+            return
+        self.premises.append(premise)
+        self.hypotheses.append(hypothesis)
+        self.labels.append(y)
+
+    def _label(self, line: int, raw: str | None) -> int | None:
+        if raw is None or not raw.strip():
+            if self.require_labels:
+                self.problems.append(f"{self.name} line {line}: label: empty label")
+                return None
+            return _UNLABELLED
+        try:
+            y = self._label_cache[raw]
+        except KeyError:
+            if raw.strip() in NO_GOLD_LABELS:
+                y = _SKIP if self.require_labels else _UNLABELLED
+            else:
+                y = self.scheme.index(raw)
+            self._label_cache[raw] = y
+        if y is None:
+            self.problems.append(
+                f'{self.name} line {line}: label: "{raw.strip()}" is not one of {self._choices}'
+            )
+        return y
+
+    def _header_positions(self, header: list[str]) -> dict[str, int] | None:
+        """Column index of each field, or None (with a problem recorded) when a column is missing."""
+        found = [h.strip() for h in header]
+        positions: dict[str, int] = {}
+        missing = False
+        for field in FIELDS:
+            column = self.names[field]
+            if column in found:
+                positions[field] = found.index(column)
+            elif field == "label" and not self.require_labels:
+                continue
+            else:
+                self.problems.append(
+                    f'{self.name} line 1: header: missing column "{column}" (found: {", ".join(found)})'
+                )
+                missing = True
+        return None if missing else positions
+
+    def read_table(self, text: str, fmt: str) -> None:
+        """Parse TSV (no quoting, as the shared files are written) or CSV (standard quoting)."""
+        rows = _tsv_rows(text) if fmt == "tsv" else _csv_rows(text, self.name)
+        first = next(rows, None)
+        if first is None:
+            return
+        if 1 in self.bad_lines:
+            return  # an unreadable header: nothing else can be checked
+        positions = self._header_positions(first[1])
+        if positions is None:
+            return
+        width = len(first[1])
+        p, h = positions["premise"], positions["hypothesis"]
+        y = positions.get("label")
+        for line, fields in rows:
+            if len(fields) != width:
+                if line not in self.bad_lines:
+                    self.problems.append(
+                        f"{self.name} line {line}: row: expected {width} fields as in the header, "
+                        f"found {len(fields)}" + (" (a tab inside a text?)" if fmt == "tsv" else "")
+                    )
+                continue
+            self.add(line, fields[p], fields[h], None if y is None else fields[y])
+
+    def read_jsonl(self, text: str) -> None:
+        """Parse one JSON object per line."""
+        pk, hk, yk = self.names["premise"], self.names["hypothesis"], self.names["label"]
+        for line, raw in enumerate(text.split("\n"), start=1):
+            if not raw.strip() or line in self.bad_lines:
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                hint = " (one JSON object per line is expected)" if raw.lstrip().startswith("[") else ""
+                self.problems.append(
+                    f"{self.name} line {line}: not valid JSON ({exc.msg} at column {exc.colno}){hint}"
+                )
+                continue
+            if not isinstance(obj, dict):
+                self.problems.append(
+                    f"{self.name} line {line}: not a JSON object (found {type(obj).__name__})"
+                )
+                continue
+            values: list[str | None] = []
+            ok = True
+            for field, key in (("premise", pk), ("hypothesis", hk), ("label", yk)):
+                value = obj.get(key)
+                if key not in obj and (field != "label" or self.require_labels):
+                    found = ", ".join(map(str, obj)) or "none"
+                    self.problems.append(
+                        f'{self.name} line {line}: {field}: missing field "{key}" (found: {found})'
+                    )
+                    ok = False
+                elif value is not None and not isinstance(value, (str, int)):
+                    self.problems.append(
+                        f"{self.name} line {line}: {field}: expected a string, found {type(value).__name__}"
+                    )
+                    ok = False
+                values.append(None if value is None else str(value))
+            if ok:
+                self.add(line, values[0] or "", values[1] or "", values[2])
+
+
+def _tsv_rows(text: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each non-blank line, split on tabs with no quoting (csv.QUOTE_NONE)."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if "\t" in line or line.strip():  # a line of tabs is a row of empty fields, not a blank line
+            yield number, line.split("\t")
+
+
+def _csv_rows(text: str, name: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, fields) of each non-blank CSV record; quoted fields may span lines."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    start = 1
+    try:
+        for fields in reader:
+            if len(fields) > 1 or (fields and fields[0].strip()):
+                yield start, fields
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise DataError(f"{name} line {reader.line_num}: not valid CSV ({exc})") from None

@@ -1,0 +1,286 @@
+"""The ``ensemble`` learner: bagged or boosted members combined by an aggregator.
+
+* **bagging** — member i trains on a bootstrap sample (or a random fraction) of the training
+  set, drawn with a seed derived from the ensemble's seed; members are independent, so they
+  train in parallel (``workers``, or a Ray cluster).
+* **boosting** — SAMME (Zhu et al., 2009): each next member trains on data resampled (or
+  reweighted) toward the pairs the previous members got wrong, and gets the weight
+  ``alpha = log((1 - err) / err) + log(K - 1)`` in the combination; members train in sequence.
+
+Members are combined by ``aggregator`` (default: the normalized geometric mean), weighted by
+``alpha`` for boosting.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from sizewise import __version__
+from sizewise.data.pairs import PairData
+from sizewise.data.sampling import bootstrap_indices, fraction_indices, weighted_resample_indices
+from sizewise.ensembles.aggregate import AGGREGATORS, diversity_decomposition, get_aggregator
+from sizewise.ensembles.executors import MemberResult, MemberTask, SharedData, materialize, run_member_tasks
+from sizewise.errors import ConfigError, ModelError
+from sizewise.files import atomic_directory, atomic_write_json
+from sizewise.learners.base import (
+    LEARNER_FILE,
+    LEARNERS,
+    LearnerConfig,
+    learner_spec_problems,
+    load_learner,
+    read_learner_meta,
+    register_learner,
+    scheme_from_meta,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class EnsembleConfig(LearnerConfig):
+    """Settings of the ``ensemble`` learner."""
+
+    method: Literal["bagging", "boosting"] = Field("bagging", description="How members get their data.")
+    n_learners: int = Field(11, ge=1, le=1000, description="Number of members.")
+    base: dict[str, Any] = Field(
+        default_factory=lambda: {"kind": "bilstm"}, description="Learner spec of every member ({kind, ...})."
+    )
+    aggregator: str = Field(
+        "geometric_mean", description="How member probabilities combine: " + ", ".join(AGGREGATORS)
+    )
+    sample: Literal["bootstrap", "fraction"] = Field(
+        "bootstrap", description="Bagging: bootstrap sample (with replacement) or a random fraction without."
+    )
+    fraction: float = Field(
+        0.8, gt=0.0, le=1.0, description="Bagging with sample=fraction: share of rows per member."
+    )
+    boosting_mode: Literal["resample", "reweight"] = Field(
+        "resample", description="Boosting: resample the train set by weight, or weight each pair's loss."
+    )
+    seed: int = Field(0, description="Seed from which every member's data sample and own seed are derived.")
+    workers: int = Field(1, ge=1, description="Local processes training bagged members in parallel.")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="Train members locally or on a Ray cluster."
+    )
+    ray_address: str | None = Field(
+        None, description="Ray cluster address (None: start or join a local one)."
+    )
+    epoch_curve: bool = Field(
+        False, description="Record every member's predictions after each epoch (for the epoch × size curve)."
+    )
+
+    @field_validator("aggregator")
+    @classmethod
+    def _known_aggregator(cls, value: str) -> str:
+        if value not in AGGREGATORS:
+            raise ValueError(f"unknown aggregator {value!r}; choose one of {', '.join(AGGREGATORS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _valid_base(self) -> EnsembleConfig:
+        if isinstance(self.base, dict) and self.base.get("kind") == "ensemble":
+            raise ValueError("base: an ensemble cannot be the member of an ensemble")
+        problems = learner_spec_problems(self.base, "base")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def member_seeds(seed: int, n: int) -> list[int]:
+    """Independent 31-bit seeds for n members, derived from the ensemble seed (numpy SeedSequence)."""
+    return [int(s.generate_state(1)[0] & 0x7FFFFFFF) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+@register_learner("ensemble", EnsembleConfig)
+class EnsembleLearner:
+    """The ``ensemble`` learner. ``fit`` learns ``learners_``, ``weights_`` and ``scheme_``."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.config = EnsembleConfig(**settings)
+
+    # -- training ---------------------------------------------------------------------------
+    def _member_spec(self, seed: int) -> dict[str, Any]:
+        spec = dict(self.config.base)
+        if "seed" in LEARNERS[spec["kind"]].config_cls.model_fields:
+            spec["seed"] = seed
+        return spec
+
+    def fit(
+        self, train: PairData, dev: PairData | None = None, *, monitor: PairData | None = None
+    ) -> EnsembleLearner:
+        """Train all members. ``monitor`` (with ``epoch_curve``) is scored after each member epoch."""
+        if len(train) == 0 or not train.has_labels:
+            raise ConfigError("ensemble", [f"{train.source}: training data needs at least one labelled pair"])
+        self.scheme_ = train.scheme
+        shared = SharedData(train, dev, monitor if self.config.epoch_curve else None)
+        if self.config.method == "bagging":
+            results = self._fit_bagging(shared)
+            weights = np.ones(len(results))
+        else:
+            results, weights = self._fit_boosting(shared)
+        self.learners_ = [self._load_member(r) for r in results]
+        self.weights_ = np.asarray(weights, dtype=np.float64)
+        self.member_histories_ = [r.history for r in results]
+        self.member_seconds_ = [r.seconds for r in results]
+        self.monitor_probas_ = [r.monitor_probas for r in results]
+        return self
+
+    def _fit_bagging(self, shared: SharedData) -> list[MemberResult]:
+        cfg, n = self.config, len(shared.train)
+        tasks = []
+        for i, seed in enumerate(member_seeds(cfg.seed, cfg.n_learners)):
+            rng = np.random.default_rng(seed)
+            idx = (
+                bootstrap_indices(n, rng)
+                if cfg.sample == "bootstrap"
+                else fraction_indices(n, cfg.fraction, rng)
+            )
+            tasks.append(MemberTask(index=i, spec=self._member_spec(seed), indices=idx))
+        return run_member_tasks(
+            tasks, shared, workers=cfg.workers, executor=cfg.executor, ray_address=cfg.ray_address
+        )
+
+    def _fit_boosting(self, shared: SharedData) -> tuple[list[MemberResult], list[float]]:
+        cfg, train = self.config, shared.train
+        n, k = len(train), train.scheme.num_labels
+        w = np.full(n, 1.0 / n)
+        results, alphas = [], []
+        for i, seed in enumerate(member_seeds(cfg.seed, cfg.n_learners)):
+            rng = np.random.default_rng(seed)
+            if cfg.boosting_mode == "resample":
+                task = MemberTask(i, self._member_spec(seed), indices=weighted_resample_indices(w, rng))
+            else:
+                task = MemberTask(i, self._member_spec(seed), sample_weight=w * n)
+            (res,) = run_member_tasks(
+                [task], shared, workers=1, executor=cfg.executor, ray_address=cfg.ray_address
+            )
+            member = self._load_member(res)
+            wrong = member.predict_proba(train).argmax(1) != train.labels
+            err = float(np.dot(w, wrong) / w.sum())
+            err = min(max(err, 1e-10), 1 - 1e-10)
+            alpha = float(np.log((1 - err) / err) + np.log(k - 1))
+            if alpha <= 0:
+                # No better than chance on the weighted data (err >= 1 - 1/K): SAMME cannot use
+                # it. Keep it with a tiny weight and start the weights afresh.
+                logger.warning(
+                    "boosting member %d: weighted error %.3f is at chance; weights reset", i + 1, err
+                )
+                alpha, w = 1e-3, np.full(n, 1.0 / n)
+            else:
+                w = w * np.exp(alpha * wrong)
+                w /= w.sum()
+            logger.info(
+                "boosting member %d/%d · weighted error %.3f · alpha %.3f", i + 1, cfg.n_learners, err, alpha
+            )
+            results.append(res)
+            alphas.append(alpha)
+        return results, alphas
+
+    @staticmethod
+    def _load_member(result: MemberResult) -> Any:
+        with tempfile.TemporaryDirectory() as tmp:
+            return load_learner(materialize(result, Path(tmp) / "member"))
+
+    # -- prediction -------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "learners_"):
+            raise ModelError("this ensemble is not fitted yet: call fit() or load() first")
+
+    def member_probas(self, data: PairData) -> np.ndarray:
+        """Every member's probabilities on ``data``: ``[n_members, len(data), num_labels]``."""
+        self._check_fitted()
+        return np.stack([m.predict_proba(data) for m in self.learners_])
+
+    def combine(self, member_probas: np.ndarray, k: int | None = None) -> np.ndarray:
+        """Aggregate the first ``k`` members' probabilities (all when None) with their weights."""
+        k = len(member_probas) if k is None else k
+        return get_aggregator(self.config.aggregator)(member_probas[:k], self.weights_[:k])
+
+    def predict_proba(self, data: PairData) -> np.ndarray:
+        """The aggregated class probabilities of all members."""
+        return self.combine(self.member_probas(data))
+
+    def size_curve(self, member_probas: np.ndarray, labels: np.ndarray) -> list[float]:
+        """Accuracy of the ensemble of the first k members, for k = 1..n, without retraining."""
+        return [
+            float((self.combine(member_probas, k).argmax(1) == labels).mean())
+            for k in range(1, len(member_probas) + 1)
+        ]
+
+    def epoch_size_curve(self, labels: np.ndarray) -> dict[int, list[float]]:
+        """``{epoch: size curve}`` from the monitor predictions recorded with ``epoch_curve``.
+
+        A member that stopped early contributes its last recorded epoch to the later ones.
+        """
+        self._check_fitted()
+        if not self.monitor_probas_ or not all(self.monitor_probas_):
+            return {}
+        epochs = max(len(p) for p in self.monitor_probas_)
+        out = {}
+        for e in range(epochs):
+            stacked = np.stack([p[min(e, len(p) - 1)] for p in self.monitor_probas_])
+            out[e + 1] = self.size_curve(stacked, labels)
+        return out
+
+    def diversity(self, member_probas: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        """Ensemble cross-entropy = mean member cross-entropy − diversity (exact for geometric_mean)."""
+        return diversity_decomposition(member_probas, labels, self.weights_)
+
+    def parameter_count(self) -> dict[str, int]:
+        """Parameters summed over all members."""
+        self._check_fitted()
+        counts = [m.parameter_count() for m in self.learners_]
+        return {key: sum(c[key] for c in counts) for key in ("total", "trainable")}
+
+    @property
+    def labels_(self) -> tuple[str, ...]:
+        """Label names, in the column order of :meth:`predict_proba`."""
+        return self.scheme_.labels
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        """Write ``learner.json`` and one sub-folder per member (atomically, as a whole)."""
+        self._check_fitted()
+        with atomic_directory(directory) as tmp:
+            names = []
+            for i, member in enumerate(self.learners_):
+                name = f"member_{i:03d}"
+                member.save(tmp / name)
+                names.append(name)
+            atomic_write_json(
+                tmp / LEARNER_FILE,
+                {
+                    "kind": self.kind,
+                    "sizewise_version": __version__,
+                    "scheme": self.scheme_.name,
+                    "labels": list(self.scheme_.labels),
+                    "config": self.config.model_dump(),
+                    "members": names,
+                    "weights": self.weights_.tolist(),
+                    "parameters": self.parameter_count(),
+                },
+            )
+
+    @classmethod
+    def load(cls, directory: str | Path) -> EnsembleLearner:
+        """Read a folder written by :meth:`save`."""
+        directory = Path(directory)
+        meta = read_learner_meta(directory)
+        learner = cls(**meta.get("config", {}))
+        learner.scheme_ = scheme_from_meta(meta)
+        names = meta.get("members") or []
+        weights = meta.get("weights") or []
+        if not names or len(names) != len(weights):
+            raise ModelError(
+                f"{directory / LEARNER_FILE}: 'members' and 'weights' must be equally long and non-empty"
+            )
+        learner.learners_ = [load_learner(directory / name) for name in names]
+        learner.weights_ = np.asarray(weights, dtype=np.float64)
+        learner.monitor_probas_ = []
+        learner.member_histories_ = [getattr(m, "history_", []) for m in learner.learners_]
+        return learner

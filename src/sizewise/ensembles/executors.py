@@ -1,0 +1,189 @@
+"""Where ensemble members train: in this process, on local worker processes, or on a Ray cluster.
+
+Each member task returns its saved files as bytes (safetensors + JSON), so nothing is pickled
+except plain data, and the same task runs unchanged on any executor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sizewise.data.pairs import PairData
+from sizewise.errors import ConfigError
+from sizewise.progress import progress_bar, set_quiet
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MemberTask:
+    """One member to train: its learner spec and the rows (or weights) of the shared train set."""
+
+    index: int
+    spec: dict[str, Any]
+    indices: np.ndarray | None = None
+    sample_weight: np.ndarray | None = None
+
+
+@dataclass
+class MemberResult:
+    """A trained member, as its saved files, plus what the parent needs without loading it."""
+
+    index: int
+    files: dict[str, bytes]
+    monitor_probas: list[np.ndarray] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class SharedData:
+    """Data every member task reads: sent once per worker, not once per task."""
+
+    train: PairData
+    dev: PairData | None = None
+    monitor: PairData | None = None
+
+
+def train_member(shared: SharedData, task: MemberTask) -> MemberResult:
+    """Train one member and return it as files; runs in whichever process the executor picks."""
+    from sizewise.learners.base import create_learner
+
+    start = time.perf_counter()
+    learner = create_learner(task.spec)
+    train = shared.train if task.indices is None else shared.train.subset(task.indices)
+    kwargs: dict[str, Any] = {}
+    if shared.monitor is not None:
+        kwargs["monitor"] = shared.monitor
+    if task.sample_weight is not None:
+        kwargs["sample_weight"] = task.sample_weight
+    learner.fit(train, shared.dev, **kwargs)
+    seconds = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "member"
+        learner.save(folder)
+        files = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    return MemberResult(
+        index=task.index,
+        files=files,
+        monitor_probas=list(getattr(learner, "monitor_probas_", [])),
+        history=list(getattr(learner, "history_", [])),
+        seconds=seconds,
+    )
+
+
+def materialize(result: MemberResult, folder: Path) -> Path:
+    """Write a member's files under ``folder`` and return it (for :func:`load_learner`)."""
+    for rel, data in result.files.items():
+        target = folder / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return folder
+
+
+_WORKER_SHARED: SharedData | None = None
+
+
+def _init_worker(shared: SharedData, threads: int) -> None:
+    global _WORKER_SHARED
+    import torch
+
+    torch.set_num_threads(threads)
+    set_quiet(True)  # many processes drawing bars on one terminal would garble it
+    _WORKER_SHARED = shared
+
+
+def _run_in_worker(task: MemberTask) -> MemberResult:
+    assert _WORKER_SHARED is not None
+    return train_member(_WORKER_SHARED, task)
+
+
+def run_member_tasks(
+    tasks: Sequence[MemberTask],
+    shared: SharedData,
+    *,
+    workers: int = 1,
+    executor: str = "local",
+    ray_address: str | None = None,
+    on_done: Callable[[MemberResult], None] | None = None,
+) -> list[MemberResult]:
+    """Train every task and return the results in task order.
+
+    ``workers=1`` trains in this process; ``workers>1`` on that many local processes, each given
+    an equal share of the CPU threads; ``executor="ray"`` on a Ray cluster (``ray_address``, or a
+    local Ray instance when None).
+    """
+    if executor == "ray":
+        results = _run_on_ray(tasks, shared, ray_address, on_done)
+    elif workers <= 1 or len(tasks) <= 1:
+        results = []
+        with progress_bar(transient=False) as bar:
+            job = bar.add_task("ensemble members", total=len(tasks), info="")
+            for task in tasks:
+                res = train_member(shared, task)
+                results.append(res)
+                if on_done:
+                    on_done(res)
+                bar.update(job, advance=1, info=f"member {task.index + 1} in {res.seconds:.0f}s")
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        ctx = get_context("spawn")
+        results = []
+        with (
+            ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_init_worker, initargs=(shared, threads)
+            ) as pool,
+            progress_bar(transient=False) as bar,
+        ):
+            job = bar.add_task(f"ensemble members ({workers} workers)", total=len(tasks), info="")
+            futures = [pool.submit(_run_in_worker, t) for t in tasks]
+            for fut in futures:
+                res = fut.result()
+                results.append(res)
+                if on_done:
+                    on_done(res)
+                bar.update(job, advance=1, info=f"member {res.index + 1} in {res.seconds:.0f}s")
+    return sorted(results, key=lambda r: r.index)
+
+
+def _run_on_ray(
+    tasks: Sequence[MemberTask],
+    shared: SharedData,
+    address: str | None,
+    on_done: Callable[[MemberResult], None] | None,
+) -> list[MemberResult]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "ensemble", ["executor: 'ray' needs the ray package: pip install 'sizewise[ray]'"]
+        ) from None
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    shared_ref = ray.put(shared)
+    remote = ray.remote(num_cpus=1)(train_member)
+    pending = {remote.remote(shared_ref, t): t.index for t in tasks}
+    results = []
+    with progress_bar(transient=False) as bar:
+        job = bar.add_task("ensemble members (ray)", total=len(tasks), info="")
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                pending.pop(ref)
+                res = ray.get(ref)
+                results.append(res)
+                if on_done:
+                    on_done(res)
+                bar.update(job, advance=1, info=f"member {res.index + 1} in {res.seconds:.0f}s")
+    return results
