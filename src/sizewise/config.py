@@ -35,7 +35,11 @@ class DataConfig(_Strict):
     train_size: int | None = Field(
         None, ge=1, description="Use a stratified random subset of this many pairs."
     )
-    dev_size: int | None = Field(None, ge=1, description="Subset size of dev (None: all).")
+    dev_size: int | None = Field(
+        None,
+        ge=1,
+        description="Subset size of dev; with no dev named, this many pairs are held out of train.",
+    )
     test_size: int | None = Field(None, ge=1, description="Subset size of test (None: all).")
 
     @field_validator("scheme")
@@ -92,7 +96,7 @@ class StudyConfig(_Strict):
         raise KeyError(name)
 
     def arm_fingerprint(self, arm: ArmConfig) -> str:
-        """A hash of everything that determines an arm's result: a finished arm is reused only if it matches."""
+        """A hash of all that determines an arm's result: a finished arm is reused only if it matches."""
         payload = {
             "arm": arm.model_dump(),
             "data": self.data.model_dump(),

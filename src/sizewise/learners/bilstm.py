@@ -215,7 +215,7 @@ class BiLSTMLearner:
         labels = torch.from_numpy(train.labels)
         self.history_: list[dict[str, float]] = []
         self.monitor_probas_: list[np.ndarray] = []
-        best_dev, best_state, since_best = -1.0, None, 0
+        best_dev, best_state, since_best, best_epoch = -1.0, None, 0, 0
         with progress_bar() as bar:
             for epoch in range(1, cfg.epochs + 1):
                 batches = length_bucketed_batches(enc_train.lengths, cfg.batch_size, rng)
@@ -266,22 +266,20 @@ class BiLSTMLearner:
                     f" · dev acc {record['dev_accuracy']:.3f}" if "dev_accuracy" in record else "",
                     record["pairs_per_s"],
                 )
-                if enc_dev is not None and cfg.patience > 0:
+                if enc_dev is not None:
                     if record["dev_accuracy"] > best_dev:
-                        best_dev, since_best = record["dev_accuracy"], 0
-                        best_state = copy.deepcopy(self.net_.state_dict())
+                        best_dev, since_best, best_epoch = record["dev_accuracy"], 0, epoch
+                        if cfg.restore_best:
+                            best_state = copy.deepcopy(self.net_.state_dict())
                     else:
                         since_best += 1
-                        if since_best >= cfg.patience:
+                        if cfg.patience and since_best >= cfg.patience and epoch < cfg.epochs:
                             logger.info("early stop after epoch %d (best dev acc %.3f)", epoch, best_dev)
                             break
-        if best_state is not None:
+        if best_state is not None and best_epoch != len(self.history_):
             self.net_.load_state_dict(best_state)
-        self.best_epoch_ = (
-            int(np.argmax([h.get("dev_accuracy", 0.0) for h in self.history_])) + 1
-            if best_state is not None
-            else len(self.history_)
-        )
+            logger.info("kept the weights of epoch %d (best dev acc %.3f)", best_epoch, best_dev)
+        self.best_epoch_ = best_epoch if best_state is not None else len(self.history_)
         self.net_.to("cpu")
         return self
 

@@ -1,0 +1,280 @@
+"""The ``sizewise`` command: parses, calls the library, prints. No logic of its own."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from sizewise import __version__
+from sizewise.errors import ConfigError, SizewiseError
+from sizewise.progress import set_quiet
+
+app = typer.Typer(
+    help="sizewise: is a bigger model better for my sentence-pair task, at my budget?",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Named datasets: download and inspect.", no_args_is_help=True)
+study_app = typer.Typer(help="Run and check study files.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(study_app, name="study")
+
+# Off a terminal (CI logs, files) rich would wrap tables at 80 columns; give them room instead.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"sizewise {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or log lines.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug log lines.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
+) -> None:
+    set_quiet(quiet)
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logger = logging.getLogger("sizewise")
+    logger.handlers.clear()
+    handler = RichHandler(console=err, show_path=False, show_time=False, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+# -- data ---------------------------------------------------------------------------------------
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset name: snli, mnli, rte, lingnli, cad_snli.")],
+    home: Annotated[
+        Path | None, typer.Option(help="Data home (default: $SIZEWISE_DATA or ~/.cache).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Download again even if present.")] = False,
+) -> None:
+    """Download a dataset from its canonical source into the data home."""
+    from sizewise.data.catalog import fetch_dataset
+
+    folder = fetch_dataset(name, home, force=force)
+    out.print(f"{name}: ready in {folder}")
+
+
+@data_app.command("info")
+def data_info(
+    source: Annotated[str, typer.Argument(help="A file, or a dataset as name or name:split.")],
+    scheme: Annotated[str | None, typer.Option(help="Label scheme to read it under.")] = None,
+) -> None:
+    """Rows, label distribution and sentence lengths of a file or dataset split."""
+    from sizewise.data.catalog import load_pairs
+    from sizewise.data.info import describe, format_description
+
+    out.print(format_description(describe(load_pairs(source, scheme=scheme))), highlight=False)
+
+
+# -- studies ------------------------------------------------------------------------------------
+def _print_table(run_dir: Path, order: list[str] | None = None) -> None:
+    from sizewise.report.render import load_results
+    from sizewise.report.tables import fmt_count, fmt_number, fmt_seconds
+
+    results = load_results(run_dir, order)
+    table = Table(
+        "arm", "params", "accuracy [95% CI]", "F1 macro [95% CI]", "ROC-AUC", "train time", title=str(run_dir)
+    )
+    for r in results:
+        m, ci = r["metrics"], r["intervals"]
+        table.add_row(
+            r["description"],
+            fmt_count(r["cost"]["parameters_total"]),
+            f"{m['accuracy']:.3f} [{ci['accuracy'][0]:.3f}, {ci['accuracy'][1]:.3f}]",
+            f"{m['f1_macro']:.3f} [{ci['f1_macro'][0]:.3f}, {ci['f1_macro'][1]:.3f}]",
+            fmt_number(m.get("roc_auc_macro")),
+            fmt_seconds(r["cost"]["train_seconds"]),
+        )
+    out.print(table)
+
+
+@study_app.command("run")
+def study_run(
+    config: Annotated[Path, typer.Argument(help="Study YAML file.")],
+    output: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: the file's).")
+    ] = None,
+    arm: Annotated[list[str] | None, typer.Option(help="Run only this arm (repeatable).")] = None,
+    force: Annotated[bool, typer.Option(help="Redo arms that finished earlier.")] = False,
+) -> None:
+    """Train and score every arm, write result JSON per arm and report.md; resumes if interrupted."""
+    from sizewise.config import load_study
+    from sizewise.study import run_study
+
+    study = load_study(config)
+    if arm:
+        unknown = [a for a in arm if a not in {x.name for x in study.arms}]
+        if unknown:
+            raise ConfigError(str(config), [f"--arm {a!r} is not an arm of this study" for a in unknown])
+    run_dir = run_study(study, output=output, force=force, arms=arm)
+    _print_table(run_dir, [a.name for a in study.arms])
+    out.print(f"report: {run_dir / 'report.md'}")
+
+
+@study_app.command("check")
+def study_check(config: Annotated[Path, typer.Argument(help="Study YAML file.")]) -> None:
+    """Validate a study file and list its arms, without training anything."""
+    from sizewise.config import load_study
+
+    study = load_study(config)
+    out.print(f"{config}: valid · {len(study.arms)} arms: {', '.join(a.name for a in study.arms)}")
+
+
+@app.command("report")
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A study's output folder.")],
+    baseline: Annotated[str | None, typer.Option(help="Arm to test the others against.")] = None,
+) -> None:
+    """Re-render report.md from the result JSON files of a run folder."""
+    from sizewise.report.render import write_report
+
+    path = write_report(run_dir, baseline=baseline)
+    _print_table(run_dir)
+    out.print(f"report: {path}")
+
+
+# -- single learners ----------------------------------------------------------------------------
+def _parse_settings(settings: list[str] | None, config: Path | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if config is not None:
+        if not config.is_file():
+            raise ConfigError(str(config), ["no such file"])
+        loaded = yaml.safe_load(config.read_text(encoding="utf-8"))
+        if not isinstance(loaded, dict):
+            raise ConfigError(str(config), ["must hold a mapping of learner settings"])
+        spec.update(loaded)
+    for item in settings or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError("--set", [f"{item!r} is not KEY=VALUE"])
+        spec[key.strip()] = yaml.safe_load(value)
+    return spec
+
+
+@app.command("train")
+def train(
+    data: Annotated[str, typer.Argument(help="Training pairs: file, or dataset name[:split].")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to save the model in.")],
+    learner: Annotated[str, typer.Option(help="Learner kind.")] = "bilstm",
+    setting: Annotated[list[str] | None, typer.Option("--set", help="A learner setting KEY=VALUE.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file of learner settings.")] = None,
+    dev: Annotated[str | None, typer.Option(help="Dev pairs for early stopping.")] = None,
+    scheme: Annotated[str, typer.Option(help="Label scheme: nli3 or binary.")] = "nli3",
+    train_size: Annotated[int | None, typer.Option(help="Train on a stratified subset of this size.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the subset.")] = 0,
+) -> None:
+    """Train one learner and save it (safetensors + JSON)."""
+    from sizewise.data.catalog import load_pairs
+    from sizewise.data.sampling import sample_subset
+    from sizewise.learners.base import create_learner
+
+    spec = {"kind": learner, **_parse_settings(setting, config)}
+    model = create_learner(spec)
+    train_data = load_pairs(data, scheme=scheme)
+    if train_size and train_size < len(train_data):
+        train_data = sample_subset(train_data, train_size, seed)
+    dev_data = load_pairs(dev, scheme=scheme) if dev else None
+    model.fit(train_data, dev_data)
+    model.save(out_dir)
+    params = model.parameter_count()
+    out.print(f"saved {learner} ({params['total']:,} parameters) to {out_dir}")
+
+
+@app.command("evaluate")
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="A saved model folder.")],
+    data: Annotated[str, typer.Argument(help="Labelled pairs: file, or dataset name:split.")],
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+) -> None:
+    """Score a saved model: the six metrics, intervals, confusion matrix."""
+    from sizewise.data.catalog import load_pairs
+    from sizewise.evaluation.metrics import METRIC_NAMES, compute_metrics, confusion_matrix
+    from sizewise.evaluation.stats import bootstrap_intervals
+    from sizewise.learners.base import load_learner, read_learner_meta
+
+    meta = read_learner_meta(model_dir)
+    model = load_learner(model_dir)
+    pairs = load_pairs(data, scheme=meta["scheme"])
+    proba = model.predict_proba(pairs)
+    k = pairs.scheme.num_labels
+    metrics = compute_metrics(pairs.labels, proba, k)
+    ci = bootstrap_intervals(pairs.labels, proba.argmax(1), k, n_resamples=resamples, seed=seed)
+    table = Table("metric", "value", "95% CI", title=f"{model_dir} on {pairs.source} ({len(pairs):,} pairs)")
+    for name in METRIC_NAMES:
+        value = metrics[name]
+        interval = f"[{ci[name][0]:.3f}, {ci[name][1]:.3f}]" if name in ci else ""
+        table.add_row(name, "–" if value is None else f"{value:.3f}", interval)
+    out.print(table)
+    cm = Table("true \\ predicted", *pairs.scheme.labels, title="confusion matrix")
+    for label, row in zip(pairs.scheme.labels, confusion_matrix(pairs.labels, proba.argmax(1), k)):
+        cm.add_row(label, *map(str, row))
+    out.print(cm)
+
+
+@app.command("predict")
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A saved model folder.")],
+    source: Annotated[str, typer.Argument(help="Pairs to label: a file, or - for standard input.")] = "-",
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Input format for stdin: tsv, csv or jsonl.")] = "tsv",
+) -> None:
+    """Label pairs: one line per pair with the label and every class probability (TSV)."""
+    from sizewise.data.io import read_pairs
+    from sizewise.files import atomic_write_text
+    from sizewise.learners.base import load_learner, read_learner_meta
+
+    meta = read_learner_meta(model_dir)
+    model = load_learner(model_dir)
+    if source == "-":
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"stdin.{fmt}"
+            path.write_bytes(sys.stdin.buffer.read())
+            pairs = read_pairs(path, meta["scheme"], fmt=fmt, require_labels=False)
+            pairs.source = "<stdin>"
+    else:
+        pairs = read_pairs(source, meta["scheme"], require_labels=False)
+    proba = model.predict_proba(pairs)
+    labels = model.labels_
+    lines = ["\t".join(["label", *(f"p_{name}" for name in labels)])]
+    for row in proba:
+        lines.append("\t".join([labels[int(row.argmax())], *(f"{p:.6f}" for p in row)]))
+    text = "\n".join(lines) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(output, text)
+        err.print(f"wrote {len(pairs):,} predictions to {output}")
+
+
+def main() -> None:
+    """Entry point: runs the app; a SizewiseError becomes one line on stderr and exit code 2."""
+    try:
+        app()
+    except SizewiseError as exc:
+        for line in str(exc).splitlines() or ["error"]:
+            err.print(f"error: {line}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

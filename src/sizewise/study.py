@@ -1,0 +1,230 @@
+"""Running a study: every arm trained and scored on the same data, one result JSON per arm.
+
+An arm whose ``result.json`` exists with the same fingerprint (arm, data, seed, evaluation) is
+skipped, so an interrupted study resumes where it stopped. The report is rendered from the
+result files alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sizewise.config import ArmConfig, StudyConfig
+from sizewise.cost.meter import CostMeter, measure_throughput
+from sizewise.data.catalog import load_pairs
+from sizewise.data.pairs import PairData
+from sizewise.data.sampling import sample_subset, subset_indices
+from sizewise.environment import environment
+from sizewise.evaluation.metrics import compute_metrics, confusion_matrix
+from sizewise.evaluation.stats import bootstrap_intervals
+from sizewise.files import atomic_write_json, atomic_write_text, directory_size
+from sizewise.learners.base import LEARNERS, create_learner
+
+logger = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+RESULT_SCHEMA = "sizewise.result/1"
+
+
+@dataclass
+class StudyData:
+    """The three splits of a study, already subset and read under the study's scheme."""
+
+    train: PairData
+    dev: PairData | None
+    test: PairData
+
+
+def load_study_data(config: StudyConfig, base: Path | None = None) -> StudyData:
+    """Read train / dev / test and draw the configured subsets (seeded by the study seed)."""
+    d = config.data
+
+    def read(spec: str, size: int | None, offset: int) -> PairData:
+        path = (base / spec) if base is not None and (base / spec).exists() else None
+        data = load_pairs(str(path) if path else spec, scheme=d.scheme, columns=d.columns)
+        return sample_subset(data, size, config.seed + offset) if size and size < len(data) else data
+
+    train = read(d.train, None, 0)
+    if d.dev is None and d.dev_size:
+        # No dev split named: hold dev_size pairs out of train, so early stopping never sees test.
+        held = subset_indices(train.labels, d.dev_size, config.seed + 1)
+        rest = np.setdiff1d(np.arange(len(train)), held)
+        dev = train.subset(held, source=f"{train.source} (held-out dev)")
+        train = train.subset(rest, source=train.source)
+    else:
+        dev = read(d.dev, d.dev_size, 1) if d.dev else None
+    if d.train_size and d.train_size < len(train):
+        train = sample_subset(train, d.train_size, config.seed)
+    return StudyData(train=train, dev=dev, test=read(d.test, d.test_size, 2))
+
+
+def _with_default_seed(spec: dict[str, Any], seed: int) -> dict[str, Any]:
+    spec = dict(spec)
+    fields = LEARNERS[spec["kind"]].config_cls.model_fields
+    if "seed" in fields and "seed" not in spec:
+        spec["seed"] = seed
+    return spec
+
+
+def _data_summary(data: PairData | None) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    return {
+        "source": data.source,
+        "rows": len(data),
+        "skipped": data.skipped,
+        "labels": data.label_counts(),
+        "fingerprint": data.fingerprint(),
+    }
+
+
+def run_arm(config: StudyConfig, arm: ArmConfig, data: StudyData, arm_dir: Path) -> dict[str, Any]:
+    """Train, save and score one arm; returns its result record (not yet written)."""
+    spec = _with_default_seed(arm.learner, config.seed)
+    learner = create_learner(spec)
+    is_ensemble = hasattr(learner, "member_probas")
+    fit_kwargs: dict[str, Any] = {}
+    if is_ensemble and getattr(learner.config, "epoch_curve", False):
+        fit_kwargs["monitor"] = data.test  # scored after each epoch for the curve only, never for selection
+    started = time.time()
+    logger.info("arm %s: training %s on %d pairs", arm.name, spec["kind"], len(data.train))
+    with CostMeter() as train_meter:
+        learner.fit(data.train, data.dev, **fit_kwargs)
+    with CostMeter() as eval_meter:
+        if is_ensemble:
+            member_probas = learner.member_probas(data.test)
+            proba = learner.combine(member_probas)
+        else:
+            proba = learner.predict_proba(data.test)
+    model_dir = arm_dir / "model"
+    learner.save(model_dir)
+
+    y_true = data.test.labels
+    y_pred = proba.argmax(1)
+    k = data.test.scheme.num_labels
+    ev = config.evaluation
+    intervals = bootstrap_intervals(
+        y_true, y_pred, k, n_resamples=ev.bootstrap_resamples, seed=config.seed, level=ev.confidence
+    )
+    params = learner.parameter_count()
+    result: dict[str, Any] = {
+        "schema": RESULT_SCHEMA,
+        "study": config.name,
+        "arm": arm.name,
+        "description": arm.description or arm.name,
+        "fingerprint": config.arm_fingerprint(arm),
+        "config": {"learner": spec, "seed": config.seed},
+        "data": {
+            "scheme": data.test.scheme.name,
+            "labels": list(data.test.scheme.labels),
+            "train": _data_summary(data.train),
+            "dev": _data_summary(data.dev),
+            "test": _data_summary(data.test),
+        },
+        "metrics": compute_metrics(y_true, proba, k),
+        "intervals": {
+            "level": ev.confidence,
+            "resamples": ev.bootstrap_resamples,
+            "method": "percentile bootstrap over test pairs",
+            **{name: [round(lo, 6), round(hi, 6)] for name, (lo, hi) in intervals.items()},
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, k),
+        "curves": {},
+        "cost": {
+            "parameters_total": params["total"],
+            "parameters_trainable": params["trainable"],
+            **train_meter.as_dict("train"),
+            **eval_meter.as_dict("eval"),
+            "eval_pairs": len(data.test),
+            "peak_rss_mb": round(max(train_meter.peak_rss_mb, eval_meter.peak_rss_mb), 1),
+            "size_on_disk_mb": round(directory_size(model_dir) / 1e6, 3),
+        },
+        "training": {"history": getattr(learner, "history_", None)},
+        "predictions": {"y_true": y_true.tolist(), "y_pred": y_pred.tolist()},
+        "environment": environment(),
+        "started_at": started,
+        "finished_at": time.time(),
+    }
+    throughput = measure_throughput(learner.predict_proba, data.test)
+    result["cost"]["inference_pairs_per_s"] = throughput["pairs_per_s"]
+    result["cost"]["inference_batch_pairs"] = throughput["pairs"]
+    if is_ensemble:
+        sizes = list(range(1, len(member_probas) + 1))
+        result["curves"]["size"] = {"k": sizes, "accuracy": learner.size_curve(member_probas, y_true)}
+        epoch_curve = learner.epoch_size_curve(y_true)
+        if epoch_curve:
+            result["curves"]["epoch_size"] = {str(e): accs for e, accs in epoch_curve.items()}
+        div = learner.diversity(member_probas, y_true)
+        result["diversity"] = {
+            key: (np.round(v, 6).tolist() if isinstance(v, list) else round(float(v), 6))
+            for key, v in div.items()
+        }
+        result["members"] = {
+            "weights": learner.weights_.tolist(),
+            "accuracy": [float((p.argmax(1) == y_true).mean()) for p in member_probas],
+            "train_seconds": [round(s, 2) for s in learner.member_seconds_],
+            "epochs": [len(h) for h in learner.member_histories_],
+        }
+    return result
+
+
+def arm_is_done(config: StudyConfig, arm: ArmConfig, arm_dir: Path) -> bool:
+    """True when the arm's result file exists and was made from this exact arm, data and seed."""
+    path = arm_dir / RESULT_FILE
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("fingerprint") == config.arm_fingerprint(arm)
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+        return False
+
+
+def run_study(
+    config: StudyConfig,
+    *,
+    output: str | Path | None = None,
+    base: Path | None = None,
+    force: bool = False,
+    arms: list[str] | None = None,
+) -> Path:
+    """Run every arm not already finished, then write the report; returns the output folder."""
+    from sizewise.report.render import write_report
+
+    out = Path(output or config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "study.json", config.model_dump_json(indent=2) + "\n")
+    selected = [a for a in config.arms if arms is None or a.name in arms]
+    data: StudyData | None = None
+    for arm in selected:
+        arm_dir = out / arm.name
+        if not force and arm_is_done(config, arm, arm_dir):
+            logger.info(
+                "arm %s: finished earlier, skipped (delete %s to redo it)", arm.name, arm_dir / RESULT_FILE
+            )
+            continue
+        if data is None:
+            data = load_study_data(config, base)
+        result = run_arm(config, arm, data, arm_dir)
+        atomic_write_json(arm_dir / RESULT_FILE, result)
+        m, ci = result["metrics"], result["intervals"]["accuracy"]
+        logger.info(
+            "arm %s: accuracy %.3f [%.3f, %.3f] · macro-F1 %.3f · %s params · %.0fs",
+            arm.name,
+            m["accuracy"],
+            ci[0],
+            ci[1],
+            m["f1_macro"],
+            f"{result['cost']['parameters_total']:,}",
+            result["cost"]["train_seconds"],
+        )
+    write_report(
+        out, baseline=config.evaluation.baseline or config.arms[0].name, order=[a.name for a in config.arms]
+    )
+    return out
