@@ -67,6 +67,10 @@ class BiLSTMConfig(LearnerConfig):
         ge=0,
         description="Stop after this many epochs without dev improvement; 0 turns early stopping off.",
     )
+    restore_best: bool = Field(True, description="End with the weights of the best dev epoch (needs dev data).")
+    restore_best: bool = Field(
+        True, description="With a dev set, keep the weights of the epoch with the best dev accuracy."
+    )
     vectors: str | None = Field(None, description="GloVe-format text file of pretrained word vectors.")
     freeze_vectors: bool = Field(False, description="Keep pretrained word vectors fixed during training.")
     seed: int = Field(0, description="Seed for initialisation, shuffling and dropout.")

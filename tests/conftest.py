@@ -1,0 +1,92 @@
+"""Shared fixtures: the shared data home, tiny learner settings, hand-written and synthetic pairs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sizewise.data.labels import SCHEMES, LabelScheme
+from sizewise.data.pairs import PairData
+
+#: The shared data home: $SIZEWISE_DATA, else ../shared/data beside the checkout.
+SHARED_DATA = Path(
+    os.environ.get("SIZEWISE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
+
+#: A BiLSTM small enough to train on a dozen pairs in well under a second.
+TINY_BILSTM: dict[str, Any] = {
+    "kind": "bilstm",
+    "epochs": 2,
+    "embedding_dim": 8,
+    "hidden_size": 8,
+    "mlp_hidden": 8,
+    "batch_size": 4,
+    "min_frequency": 1,
+    "device": "cpu",
+}
+
+#: Tiny settings for every registered learner kind (the contract test fails for a kind missing here).
+TINY_SETTINGS: dict[str, dict[str, Any]] = {
+    "bilstm": {k: v for k, v in TINY_BILSTM.items() if k != "kind"},
+    "ensemble": {"n_learners": 2, "base": TINY_BILSTM},
+}
+
+#: A dozen hand-written NLI pairs, four of each nli3 label.
+DOZEN_ROWS: list[tuple[str, str, str]] = [
+    ("A man is playing a guitar on stage.", "A man is performing music.", "entailment"),
+    ("A man is playing a guitar on stage.", "The man is a famous rock star.", "neutral"),
+    ("A man is playing a guitar on stage.", "The man is asleep in bed.", "contradiction"),
+    ("Two dogs run through a snowy field.", "Animals are outside.", "entailment"),
+    ("Two dogs run through a snowy field.", "The dogs are chasing a ball.", "neutral"),
+    ("Two dogs run through a snowy field.", "The dogs are sleeping indoors.", "contradiction"),
+    ("A woman slices bread in a kitchen.", "Someone is preparing food.", "entailment"),
+    ("A woman slices bread in a kitchen.", "The woman is making sandwiches for her kids.", "neutral"),
+    ("A woman slices bread in a kitchen.", "The woman is swimming in the sea.", "contradiction"),
+    ("Children are building a sandcastle.", "Kids are at play.", "entailment"),
+    ("Children are building a sandcastle.", "The children are on vacation.", "neutral"),
+    ("Children are building a sandcastle.", "No one is on the beach.", "contradiction"),
+]
+
+
+def dozen_pairs(scheme: str | LabelScheme = "nli3") -> PairData:
+    """The hand-written dozen, read under ``scheme`` (binary collapses neutral / contradiction)."""
+    label_scheme = SCHEMES[scheme] if isinstance(scheme, str) else scheme
+    return PairData.from_rows(DOZEN_ROWS, label_scheme, source=f"dozen ({label_scheme.name})")
+
+
+#: The word in the hypothesis that decides the label of a synthetic pair.
+KEYWORDS = {"entailment": "yes", "neutral": "maybe", "contradiction": "no"}
+_FILLER = [f"w{i}" for i in range(40)]
+
+
+def keyword_pairs(n: int, seed: int = 0) -> PairData:
+    """Synthetic pairs whose label is set by one hypothesis word (yes / maybe / no) among filler."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = list(KEYWORDS)[i % 3]
+        premise = " ".join(rng.choice(_FILLER, size=rng.integers(3, 7)))
+        words = list(rng.choice(_FILLER, size=rng.integers(2, 5)))
+        words.insert(int(rng.integers(0, len(words) + 1)), KEYWORDS[label])
+        rows.append((premise, " ".join(words), label))
+    return PairData.from_rows(rows, SCHEMES["nli3"], source=f"keyword pairs (seed {seed})")
+
+
+@pytest.fixture
+def shared_home(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point SIZEWISE_DATA at the shared data home for this test."""
+    monkeypatch.setenv("SIZEWISE_DATA", str(SHARED_DATA))
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> None:
+    # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two threads
+    # fighting for the cores make a 0.04 s epoch take 1 s.
+    import torch
+
+    torch.set_num_threads(1)
