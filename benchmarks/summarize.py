@@ -67,9 +67,7 @@ def summarize_run(run_dir: Path) -> str:
         lines.append("|---|" + "---|" * len(ks))
         for epoch, accs in sorted(curves.get("epoch_size", {}).items(), key=lambda kv: int(kv[0])):
             lines.append(f"| {epoch} | " + " | ".join(f"{a:.3f}" for a in accs) + " |")
-        lines.append(
-            "| final (best dev epoch) | " + " | ".join(f"{a:.3f}" for a in curves["size"]["accuracy"]) + " |"
-        )
+        lines.append("| final (best dev epoch) | " + " | ".join(f"{a:.3f}" for a in curves["size"]["accuracy"]) + " |")
         d = r.get("diversity")
         if d:
             lines += [
@@ -90,9 +88,7 @@ def summarize_run(run_dir: Path) -> str:
 
 def main() -> None:
     """Print (or write into BENCHMARKS.md) the summary of the given run folders."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--write", type=Path, help="Markdown file whose core block is replaced.")
     args = parser.parse_args()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +16,7 @@ from sizewise.data.labels import SCHEMES, LabelScheme
 from sizewise.data.pairs import PairData
 
 #: The shared data home: $SIZEWISE_DATA, else ../shared/data beside the checkout.
-SHARED_DATA = Path(
-    os.environ.get("SIZEWISE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
-)
+SHARED_DATA = Path(os.environ.get("SIZEWISE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 #: A BiLSTM small enough to train on a dozen pairs in well under a second.
 TINY_BILSTM: dict[str, Any] = {
@@ -90,3 +91,46 @@ def _one_torch_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def run_cli(
+    *args: str, input: str | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sizewise.cli ARGS`` (the real entry point, exit codes included)."""
+    env = {**os.environ, "SIZEWISE_DATA": str(SHARED_DATA), "OMP_NUM_THREADS": "1", "COLUMNS": "160"}
+    return subprocess.run(
+        [sys.executable, "-m", "sizewise.cli", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _snli_rows(split: str, n: int) -> list[str]:
+    """The first ``n`` rows of a shared SNLI split that carry a gold nli3 label, as TSV lines."""
+    rows = []
+    with gzip.open(SHARED_DATA / "snli" / f"{split}.tsv.gz", "rt", encoding="utf-8") as fh:
+        next(fh)  # header
+        for line in fh:
+            if line.rstrip("\n").split("\t")[-1] in ("entailment", "neutral", "contradiction"):
+                rows.append(line.rstrip("\n"))
+                if len(rows) == n:
+                    break
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_tsv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with train.tsv (150 pairs), dev.tsv (60) and test.tsv (60) cut from shared SNLI."""
+    folder = tmp_path_factory.mktemp("tiny_snli")
+    for split, source, n in (("train", "train", 150), ("dev", "dev", 60), ("test", "test", 60)):
+        lines = ["premise\thypothesis\tlabel", *_snli_rows(source, n)]
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder

@@ -19,9 +19,7 @@ from sizewise.data import DATASETS, catalog, data_home, load_dataset, load_pairs
 from sizewise.data.catalog import convert_archive, fetch_dataset
 from sizewise.errors import ConfigError, DataError
 
-SHARED_DATA = Path(
-    os.environ.get("SIZEWISE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
-)
+SHARED_DATA = Path(os.environ.get("SIZEWISE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 @pytest.fixture
@@ -196,9 +194,7 @@ def test_convert_mnli_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             "dev_matched": SNLI_ROWS[:2],
             "dev_mismatched": SNLI_ROWS[3:4] + SNLI_ROWS[:1],
         }.items():
-            zf.writestr(
-                f"multinli_1.0/multinli_1.0_{split}.jsonl", "".join(_snli_line(*r) + "\n" for r in rows)
-            )
+            zf.writestr(f"multinli_1.0/multinli_1.0_{split}.jsonl", "".join(_snli_line(*r) + "\n" for r in rows))
         zf.writestr("multinli_1.0/README.txt", "MultiNLI")
     folder = convert_archive("mnli", archive, tmp_path / "home")
     monkeypatch.setenv("SIZEWISE_DATA", str(tmp_path / "home"))

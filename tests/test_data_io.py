@@ -16,9 +16,7 @@ from sizewise.data import read_pairs
 from sizewise.data.labels import BINARY, NLI3
 from sizewise.errors import ConfigError, DataError
 
-SHARED_DATA = Path(
-    os.environ.get("SIZEWISE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
-)
+SHARED_DATA = Path(os.environ.get("SIZEWISE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 ROWS = [
     ("A man plays a guitar.", "A person makes music.", "entailment"),
@@ -198,9 +196,7 @@ def test_unknown_label_names_line_and_choices(tmp_path: Path) -> None:
     path = _write(tmp_path / "train.tsv", _tsv(rows))
     with pytest.raises(DataError) as info:
         read_pairs(path)
-    assert info.value.problems == [
-        f'{path} line 14: label: "entails" is not one of entailment, neutral, contradiction'
-    ]
+    assert info.value.problems == [f'{path} line 14: label: "entails" is not one of entailment, neutral, contradiction']
     assert str(info.value) == info.value.problems[0]
 
 

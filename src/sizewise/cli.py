@@ -61,9 +61,7 @@ def _main(
 @data_app.command("fetch")
 def data_fetch(
     name: Annotated[str, typer.Argument(help="Dataset name: snli, mnli, rte, lingnli, cad_snli.")],
-    home: Annotated[
-        Path | None, typer.Option(help="Data home (default: $SIZEWISE_DATA or ~/.cache).")
-    ] = None,
+    home: Annotated[Path | None, typer.Option(help="Data home (default: $SIZEWISE_DATA or ~/.cache).")] = None,
     force: Annotated[bool, typer.Option(help="Download again even if present.")] = False,
 ) -> None:
     """Download a dataset from its canonical source into the data home."""
@@ -110,9 +108,7 @@ def _print_table(run_dir: Path, order: list[str] | None = None) -> None:
 @study_app.command("run")
 def study_run(
     config: Annotated[Path, typer.Argument(help="Study YAML file.")],
-    output: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default: the file's).")
-    ] = None,
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: the file's).")] = None,
     arm: Annotated[list[str] | None, typer.Option(help="Run only this arm (repeatable).")] = None,
     force: Annotated[bool, typer.Option(help="Redo arms that finished earlier.")] = False,
 ) -> None:
@@ -125,7 +121,8 @@ def study_run(
         unknown = [a for a in arm if a not in {x.name for x in study.arms}]
         if unknown:
             raise ConfigError(str(config), [f"--arm {a!r} is not an arm of this study" for a in unknown])
-    run_dir = run_study(study, output=output, force=force, arms=arm)
+    # Relative data paths are the study file's, as `study check` reads them, not the working folder's.
+    run_dir = run_study(study, output=output, force=force, arms=arm, base=config.parent)
     _print_table(run_dir, [a.name for a in study.arms])
     out.print(f"report: {run_dir / 'report.md'}")
 

@@ -32,9 +32,7 @@ class DataConfig(_Strict):
     columns: dict[str, str] | None = Field(
         None, description="Column names in the files, e.g. {premise: sentence1, hypothesis: sentence2}."
     )
-    train_size: int | None = Field(
-        None, ge=1, description="Use a stratified random subset of this many pairs."
-    )
+    train_size: int | None = Field(None, ge=1, description="Use a stratified random subset of this many pairs.")
     dev_size: int | None = Field(
         None,
         ge=1,
@@ -55,9 +53,7 @@ class EvaluationConfig(_Strict):
 
     bootstrap_resamples: int = Field(1000, ge=100, description="Bootstrap resamples for the intervals.")
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of the intervals.")
-    baseline: str | None = Field(
-        None, description="Arm every other arm is tested against (default: the first)."
-    )
+    baseline: str | None = Field(None, description="Arm every other arm is tested against (default: the first).")
 
 
 class ArmConfig(_Strict):
@@ -71,9 +67,7 @@ class ArmConfig(_Strict):
     @classmethod
     def _folder_safe(cls, value: str) -> str:
         if not _ARM_NAME.match(value):
-            raise ValueError(
-                f"{value!r} must start with a letter or digit and use only letters, digits, . _ -"
-            )
+            raise ValueError(f"{value!r} must start with a letter or digit and use only letters, digits, . _ -")
         return value
 
 

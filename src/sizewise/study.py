@@ -163,8 +163,7 @@ def run_arm(config: StudyConfig, arm: ArmConfig, data: StudyData, arm_dir: Path)
             result["curves"]["epoch_size"] = {str(e): accs for e, accs in epoch_curve.items()}
         div = learner.diversity(member_probas, y_true)
         result["diversity"] = {
-            key: (np.round(v, 6).tolist() if isinstance(v, list) else round(float(v), 6))
-            for key, v in div.items()
+            key: (np.round(v, 6).tolist() if isinstance(v, list) else round(float(v), 6)) for key, v in div.items()
         }
         result["members"] = {
             "weights": learner.weights_.tolist(),
@@ -198,19 +197,22 @@ def run_study(
     from sizewise.report.render import write_report
 
     out = Path(output or config.output)
+    selected = [a for a in config.arms if arms is None or a.name in arms]
+    todo = []
+    for arm in selected:
+        if not force and arm_is_done(config, arm, out / arm.name):
+            logger.info(
+                "arm %s: finished earlier, skipped (delete %s to redo it)", arm.name, out / arm.name / RESULT_FILE
+            )
+        else:
+            todo.append(arm)
+    # Read (and so validate) all data before anything is written: bad input leaves no output folder.
+    data = load_study_data(config, base) if todo else None
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.json", config.model_dump_json(indent=2) + "\n")
-    selected = [a for a in config.arms if arms is None or a.name in arms]
-    data: StudyData | None = None
-    for arm in selected:
+    for arm in todo:
         arm_dir = out / arm.name
-        if not force and arm_is_done(config, arm, arm_dir):
-            logger.info(
-                "arm %s: finished earlier, skipped (delete %s to redo it)", arm.name, arm_dir / RESULT_FILE
-            )
-            continue
-        if data is None:
-            data = load_study_data(config, base)
+        assert data is not None
         result = run_arm(config, arm, data, arm_dir)
         atomic_write_json(arm_dir / RESULT_FILE, result)
         m, ci = result["metrics"], result["intervals"]["accuracy"]
@@ -224,7 +226,5 @@ def run_study(
             f"{result['cost']['parameters_total']:,}",
             result["cost"]["train_seconds"],
         )
-    write_report(
-        out, baseline=config.evaluation.baseline or config.arms[0].name, order=[a.name for a in config.arms]
-    )
+    write_report(out, baseline=config.evaluation.baseline or config.arms[0].name, order=[a.name for a in config.arms])
     return out

@@ -50,9 +50,7 @@ class CostMeter:
         }
 
 
-def measure_throughput(
-    predict: Callable[[Any], Any], data: Any, *, n: int = 512, warmup: int = 1
-) -> dict[str, float]:
+def measure_throughput(predict: Callable[[Any], Any], data: Any, *, n: int = 512, warmup: int = 1) -> dict[str, float]:
     """Pairs per second of ``predict`` on the first ``n`` rows of ``data``, after a warm-up call."""
     n = min(n, len(data))
     if n == 0:

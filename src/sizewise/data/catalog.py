@@ -297,8 +297,7 @@ def load_pairs(
     if looks_like_path:
         raise DataError(f"{text}: no such file")
     raise DataError(
-        f"{text!r} is neither a file nor a known dataset; known datasets: {', '.join(DATASETS)} "
-        "(as name or name:split)"
+        f"{text!r} is neither a file nor a known dataset; known datasets: {', '.join(DATASETS)} (as name or name:split)"
     )
 
 
@@ -502,9 +501,7 @@ def _tsv_records(
             header = [f.strip() for f in fields]
             missing = [c for c in (conv.premise, conv.hypothesis, conv.label) if c not in header]
             if missing:
-                raise DataError(
-                    f'{where} line 1: header: missing column "{missing[0]}" (found: {", ".join(header)})'
-                )
+                raise DataError(f'{where} line 1: header: missing column "{missing[0]}" (found: {", ".join(header)})')
             p, h, y = (header.index(c) for c in (conv.premise, conv.hypothesis, conv.label))
             continue
         if len(fields) != len(header):

@@ -36,8 +36,7 @@ def describe(data: PairData) -> dict[str, Any]:
         "skipped": data.skipped,
         "unlabelled": int((data.labels < 0).sum()),
         "labels": {
-            name: {"count": c, "percent": round(100.0 * c / rows, 2) if rows else 0.0}
-            for name, c in counts.items()
+            name: {"count": c, "percent": round(100.0 * c / rows, 2) if rows else 0.0} for name, c in counts.items()
         },
         "premise_tokens": _length_stats(data.premises),
         "hypothesis_tokens": _length_stats(data.hypotheses),

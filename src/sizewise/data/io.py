@@ -107,9 +107,7 @@ def _column_names(columns: dict[str, str] | None) -> dict[str, str]:
     if columns:
         unknown = sorted(set(columns) - set(FIELDS))
         if unknown:
-            raise ConfigError(
-                "columns", [f"unknown field {u!r}; map only {', '.join(FIELDS)}" for u in unknown]
-            )
+            raise ConfigError("columns", [f"unknown field {u!r}; map only {', '.join(FIELDS)}" for u in unknown])
         names.update(columns)
     return names
 
@@ -211,9 +209,7 @@ class _Rows:
                 y = self.scheme.index(raw)
             self._label_cache[raw] = y
         if y is None:
-            self.problems.append(
-                f'{self.name} line {line}: label: "{raw.strip()}" is not one of {self._choices}'
-            )
+            self.problems.append(f'{self.name} line {line}: label: "{raw.strip()}" is not one of {self._choices}')
         return y
 
     def _header_positions(self, header: list[str]) -> dict[str, int] | None:
@@ -268,14 +264,10 @@ class _Rows:
                 obj = json.loads(raw)
             except json.JSONDecodeError as exc:
                 hint = " (one JSON object per line is expected)" if raw.lstrip().startswith("[") else ""
-                self.problems.append(
-                    f"{self.name} line {line}: not valid JSON ({exc.msg} at column {exc.colno}){hint}"
-                )
+                self.problems.append(f"{self.name} line {line}: not valid JSON ({exc.msg} at column {exc.colno}){hint}")
                 continue
             if not isinstance(obj, dict):
-                self.problems.append(
-                    f"{self.name} line {line}: not a JSON object (found {type(obj).__name__})"
-                )
+                self.problems.append(f"{self.name} line {line}: not a JSON object (found {type(obj).__name__})")
                 continue
             values: list[str | None] = []
             ok = True
@@ -283,9 +275,7 @@ class _Rows:
                 value = obj.get(key)
                 if key not in obj and (field != "label" or self.require_labels):
                     found = ", ".join(map(str, obj)) or "none"
-                    self.problems.append(
-                        f'{self.name} line {line}: {field}: missing field "{key}" (found: {found})'
-                    )
+                    self.problems.append(f'{self.name} line {line}: {field}: missing field "{key}" (found: {found})')
                     ok = False
                 elif value is not None and not isinstance(value, (str, int)):
                     self.problems.append(

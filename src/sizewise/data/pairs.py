@@ -64,9 +64,7 @@ class PairData:
         return h.hexdigest()[:16]
 
     @classmethod
-    def from_rows(
-        cls, rows: Sequence[tuple[str, str, str]], scheme: LabelScheme, source: str = "<memory>"
-    ) -> PairData:
+    def from_rows(cls, rows: Sequence[tuple[str, str, str]], scheme: LabelScheme, source: str = "<memory>") -> PairData:
         """Build from ``(premise, hypothesis, label name)`` tuples; unknown labels raise ValueError."""
         labels = []
         for _p, _q, y in rows:

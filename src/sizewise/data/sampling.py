@@ -56,9 +56,7 @@ def subset_indices(labels: np.ndarray, n: int, seed: Seed, stratify: bool = True
     values, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     quotas = stratified_quotas(counts, n)
     chosen = [
-        rng.choice(np.flatnonzero(inverse == c), size=int(q), replace=False)
-        for c, q in enumerate(quotas)
-        if q > 0
+        rng.choice(np.flatnonzero(inverse == c), size=int(q), replace=False) for c, q in enumerate(quotas) if q > 0
     ]
     picked = np.concatenate(chosen) if chosen else np.empty(0, dtype=np.int64)
     return rng.permutation(picked)

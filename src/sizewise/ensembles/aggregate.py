@@ -31,9 +31,7 @@ def register_aggregator(name: str) -> Callable[[_F], _F]:
 
     def decorate(fn: _F) -> _F:
         if name in AGGREGATORS:
-            raise ValueError(
-                f"aggregator {name!r} is already registered (by {AGGREGATORS[name].__qualname__})"
-            )
+            raise ValueError(f"aggregator {name!r} is already registered (by {AGGREGATORS[name].__qualname__})")
         AGGREGATORS[name] = fn
         return fn
 
@@ -97,9 +95,7 @@ def _log_geometric_mean(arr: NDArray[np.float64], w: NDArray[np.float64]) -> NDA
 
 
 @register_aggregator("geometric_mean")
-def geometric_mean(
-    probas: Sequence[ArrayLike] | ArrayLike, weights: ArrayLike | None = None
-) -> NDArray[np.float64]:
+def geometric_mean(probas: Sequence[ArrayLike] | ArrayLike, weights: ArrayLike | None = None) -> NDArray[np.float64]:
     """Normalized (weighted) geometric mean: exp of the mean log-probability, rows renormalised to 1.
 
     A class that every member gives probability 0 gets (about) 0; one member's 0 pulls the class

@@ -50,26 +50,18 @@ class EnsembleConfig(LearnerConfig):
     base: dict[str, Any] = Field(
         default_factory=lambda: {"kind": "bilstm"}, description="Learner spec of every member ({kind, ...})."
     )
-    aggregator: str = Field(
-        "geometric_mean", description="How member probabilities combine: " + ", ".join(AGGREGATORS)
-    )
+    aggregator: str = Field("geometric_mean", description="How member probabilities combine: " + ", ".join(AGGREGATORS))
     sample: Literal["bootstrap", "fraction"] = Field(
         "bootstrap", description="Bagging: bootstrap sample (with replacement) or a random fraction without."
     )
-    fraction: float = Field(
-        0.8, gt=0.0, le=1.0, description="Bagging with sample=fraction: share of rows per member."
-    )
+    fraction: float = Field(0.8, gt=0.0, le=1.0, description="Bagging with sample=fraction: share of rows per member.")
     boosting_mode: Literal["resample", "reweight"] = Field(
         "resample", description="Boosting: resample the train set by weight, or weight each pair's loss."
     )
     seed: int = Field(0, description="Seed from which every member's data sample and own seed are derived.")
     workers: int = Field(1, ge=1, description="Local processes training bagged members in parallel.")
-    executor: Literal["local", "ray"] = Field(
-        "local", description="Train members locally or on a Ray cluster."
-    )
-    ray_address: str | None = Field(
-        None, description="Ray cluster address (None: start or join a local one)."
-    )
+    executor: Literal["local", "ray"] = Field("local", description="Train members locally or on a Ray cluster.")
+    ray_address: str | None = Field(None, description="Ray cluster address (None: start or join a local one).")
     epoch_curve: bool = Field(
         False, description="Record every member's predictions after each epoch (for the epoch × size curve)."
     )
@@ -110,9 +102,7 @@ class EnsembleLearner:
             spec["seed"] = seed
         return spec
 
-    def fit(
-        self, train: PairData, dev: PairData | None = None, *, monitor: PairData | None = None
-    ) -> EnsembleLearner:
+    def fit(self, train: PairData, dev: PairData | None = None, *, monitor: PairData | None = None) -> EnsembleLearner:
         """Train all members. ``monitor`` (with ``epoch_curve``) is scored after each member epoch."""
         if len(train) == 0 or not train.has_labels:
             raise ConfigError("ensemble", [f"{train.source}: training data needs at least one labelled pair"])
@@ -135,15 +125,9 @@ class EnsembleLearner:
         tasks = []
         for i, seed in enumerate(member_seeds(cfg.seed, cfg.n_learners)):
             rng = np.random.default_rng(seed)
-            idx = (
-                bootstrap_indices(n, rng)
-                if cfg.sample == "bootstrap"
-                else fraction_indices(n, cfg.fraction, rng)
-            )
+            idx = bootstrap_indices(n, rng) if cfg.sample == "bootstrap" else fraction_indices(n, cfg.fraction, rng)
             tasks.append(MemberTask(index=i, spec=self._member_spec(seed), indices=idx))
-        return run_member_tasks(
-            tasks, shared, workers=cfg.workers, executor=cfg.executor, ray_address=cfg.ray_address
-        )
+        return run_member_tasks(tasks, shared, workers=cfg.workers, executor=cfg.executor, ray_address=cfg.ray_address)
 
     def _fit_boosting(self, shared: SharedData) -> tuple[list[MemberResult], list[float]]:
         cfg, train = self.config, shared.train
@@ -156,9 +140,7 @@ class EnsembleLearner:
                 task = MemberTask(i, self._member_spec(seed), indices=weighted_resample_indices(w, rng))
             else:
                 task = MemberTask(i, self._member_spec(seed), sample_weight=w * n)
-            (res,) = run_member_tasks(
-                [task], shared, workers=1, executor=cfg.executor, ray_address=cfg.ray_address
-            )
+            (res,) = run_member_tasks([task], shared, workers=1, executor=cfg.executor, ray_address=cfg.ray_address)
             member = self._load_member(res)
             wrong = member.predict_proba(train).argmax(1) != train.labels
             err = float(np.dot(w, wrong) / w.sum())
@@ -167,16 +149,12 @@ class EnsembleLearner:
             if alpha <= 0:
                 # No better than chance on the weighted data (err >= 1 - 1/K): SAMME cannot use
                 # it. Keep it with a tiny weight and start the weights afresh.
-                logger.warning(
-                    "boosting member %d: weighted error %.3f is at chance; weights reset", i + 1, err
-                )
+                logger.warning("boosting member %d: weighted error %.3f is at chance; weights reset", i + 1, err)
                 alpha, w = 1e-3, np.full(n, 1.0 / n)
             else:
                 w = w * np.exp(alpha * wrong)
                 w /= w.sum()
-            logger.info(
-                "boosting member %d/%d · weighted error %.3f · alpha %.3f", i + 1, cfg.n_learners, err, alpha
-            )
+            logger.info("boosting member %d/%d · weighted error %.3f · alpha %.3f", i + 1, cfg.n_learners, err, alpha)
             results.append(res)
             alphas.append(alpha)
         return results, alphas
@@ -208,8 +186,7 @@ class EnsembleLearner:
     def size_curve(self, member_probas: np.ndarray, labels: np.ndarray) -> list[float]:
         """Accuracy of the ensemble of the first k members, for k = 1..n, without retraining."""
         return [
-            float((self.combine(member_probas, k).argmax(1) == labels).mean())
-            for k in range(1, len(member_probas) + 1)
+            float((self.combine(member_probas, k).argmax(1) == labels).mean()) for k in range(1, len(member_probas) + 1)
         ]
 
     def epoch_size_curve(self, labels: np.ndarray) -> dict[int, list[float]]:
@@ -276,9 +253,7 @@ class EnsembleLearner:
         names = meta.get("members") or []
         weights = meta.get("weights") or []
         if not names or len(names) != len(weights):
-            raise ModelError(
-                f"{directory / LEARNER_FILE}: 'members' and 'weights' must be equally long and non-empty"
-            )
+            raise ModelError(f"{directory / LEARNER_FILE}: 'members' and 'weights' must be equally long and non-empty")
         learner.learners_ = [load_learner(directory / name) for name in names]
         learner.weights_ = np.asarray(weights, dtype=np.float64)
         learner.monitor_probas_ = []

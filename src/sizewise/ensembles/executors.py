@@ -141,9 +141,7 @@ def run_member_tasks(
         ctx = get_context("spawn")
         results = []
         with (
-            ProcessPoolExecutor(
-                workers, mp_context=ctx, initializer=_init_worker, initargs=(shared, threads)
-            ) as pool,
+            ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(shared, threads)) as pool,
             progress_bar(transient=False) as bar,
         ):
             job = bar.add_task(f"ensemble members ({workers} workers)", total=len(tasks), info="")
@@ -166,9 +164,7 @@ def _run_on_ray(
     try:
         import ray
     except ImportError:
-        raise ConfigError(
-            "ensemble", ["executor: 'ray' needs the ray package: pip install 'sizewise[ray]'"]
-        ) from None
+        raise ConfigError("ensemble", ["executor: 'ray' needs the ray package: pip install 'sizewise[ray]'"]) from None
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
     shared_ref = ray.put(shared)

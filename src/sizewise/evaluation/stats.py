@@ -142,9 +142,7 @@ def paired_bootstrap(
     (count + 1) / (n_resamples + 1) and capped at 1; 1.0 when the observed difference is 0.
     """
     if metric not in _METRICS:
-        raise ConfigError(
-            "paired bootstrap", [f"unknown metric {metric!r}; choose one of {', '.join(_METRICS)}"]
-        )
+        raise ConfigError("paired bootstrap", [f"unknown metric {metric!r}; choose one of {', '.join(_METRICS)}"])
     _check_level(level, n_resamples)
     k = int(num_labels)
     y, a = _pair(y_true, pred_a, k, "pred_a")

@@ -58,9 +58,7 @@ class BiLSTMConfig(LearnerConfig):
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay.")
     max_grad_norm: float = Field(5.0, gt=0, description="Gradient-norm clipping threshold.")
     max_length: int = Field(64, ge=1, description="Words kept per sentence (the rest is cut).")
-    min_frequency: int = Field(
-        2, ge=1, description="A word enters the vocabulary if seen this often in train."
-    )
+    min_frequency: int = Field(2, ge=1, description="A word enters the vocabulary if seen this often in train.")
     max_vocab: int | None = Field(20_000, ge=1, description="Vocabulary size cap (most frequent words kept).")
     patience: int = Field(
         2,
@@ -68,15 +66,10 @@ class BiLSTMConfig(LearnerConfig):
         description="Stop after this many epochs without dev improvement; 0 turns early stopping off.",
     )
     restore_best: bool = Field(True, description="End with the weights of the best dev epoch (needs dev data).")
-    restore_best: bool = Field(
-        True, description="With a dev set, keep the weights of the epoch with the best dev accuracy."
-    )
     vectors: str | None = Field(None, description="GloVe-format text file of pretrained word vectors.")
     freeze_vectors: bool = Field(False, description="Keep pretrained word vectors fixed during training.")
     seed: int = Field(0, description="Seed for initialisation, shuffling and dropout.")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Where to train; auto picks a GPU if any."
-    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train; auto picks a GPU if any.")
     eval_batch_size: int = Field(512, ge=1, description="Pairs per batch when predicting.")
 
     @field_validator("vectors")
@@ -150,9 +143,7 @@ class _Encoded:
         return torch.from_numpy(ids).to(device), torch.from_numpy(lengths)
 
 
-def length_bucketed_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
-) -> list[np.ndarray]:
+def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Shuffle, sort by length within pools of 50 batches, cut into batches, shuffle batch order.
 
     Pairs of similar length share a batch, so little compute goes to padding, while every epoch
@@ -199,9 +190,7 @@ class BiLSTMLearner:
         )
         self.net_ = BiLSTMNet(len(self.vocab_), train.scheme.num_labels, cfg).to(device)
         if cfg.vectors:
-            matrix, coverage = load_word_vectors(
-                cfg.vectors, self.vocab_.words, cfg.embedding_dim, seed=cfg.seed
-            )
+            matrix, coverage = load_word_vectors(cfg.vectors, self.vocab_.words, cfg.embedding_dim, seed=cfg.seed)
             self.net_.embedding.weight.data.copy_(torch.from_numpy(matrix))
             self.net_.embedding.weight.requires_grad_(not cfg.freeze_vectors)
             logger.info("word vectors cover %.1f%% of the vocabulary", 100 * coverage)

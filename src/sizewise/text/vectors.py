@@ -13,9 +13,7 @@ from sizewise.errors import DataError
 logger = logging.getLogger(__name__)
 
 
-def load_word_vectors(
-    path: str | Path, words: list[str], dim: int, *, seed: int = 0
-) -> tuple[np.ndarray, float]:
+def load_word_vectors(path: str | Path, words: list[str], dim: int, *, seed: int = 0) -> tuple[np.ndarray, float]:
     """An embedding matrix for ``words`` (row i for word i) and the share of words found in the file.
 
     Words missing from the file keep a small random vector; row 0 (padding) is zero. Only the

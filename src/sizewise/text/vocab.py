@@ -31,9 +31,7 @@ class WordVocabulary:
         return tok
 
     @classmethod
-    def build(
-        cls, texts: Iterable[str], *, min_frequency: int = 1, max_size: int | None = None
-    ) -> WordVocabulary:
+    def build(cls, texts: Iterable[str], *, min_frequency: int = 1, max_size: int | None = None) -> WordVocabulary:
         """Learn the vocabulary from ``texts``: words seen ``min_frequency`` times or more, by frequency."""
         tok = cls._blank()
         trainer = WordLevelTrainer(

@@ -1,0 +1,29 @@
+"""Every shipped study file parses (litgpt's habit: a test reads every config we ship)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sizewise.config import load_study
+from sizewise.learners import create_learner
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted([*ROOT.glob("configs/*.yaml"), *ROOT.glob("benchmarks/*.yaml")])
+
+
+def test_there_are_shipped_configs() -> None:
+    names = {p.relative_to(ROOT).as_posix() for p in SHIPPED}
+    assert "configs/quickstart.yaml" in names
+    assert any(n.startswith("benchmarks/") for n in names)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_shipped_config_parses(path: Path) -> None:
+    study = load_study(path)
+    assert study.arms
+    names = [arm.name for arm in study.arms]
+    assert len(names) == len(set(names))
+    for arm in study.arms:
+        create_learner(arm.learner)  # every arm's learner spec builds (settings checked again)

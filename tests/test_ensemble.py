@@ -1,0 +1,140 @@
+"""Bagged and boosted ensembles: member data and seeds, determinism, process workers, SAMME weights,
+the size and epoch curves, and the diversity identity on real fitted members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import sizewise.ensembles.ensemble as ensemble_module
+from conftest import TINY_BILSTM, keyword_pairs
+from sizewise.data.sampling import bootstrap_indices
+from sizewise.ensembles.aggregate import geometric_mean
+from sizewise.ensembles.ensemble import member_seeds
+from sizewise.learners import create_learner
+
+BASE = {**TINY_BILSTM, "embedding_dim": 12, "hidden_size": 12, "mlp_hidden": 12, "batch_size": 8}
+
+
+def _ensemble(**settings: Any) -> Any:
+    return create_learner({"kind": "ensemble", "n_learners": 3, "base": BASE, "seed": 7, **settings})
+
+
+@pytest.fixture(scope="module")
+def train() -> Any:
+    return keyword_pairs(48, seed=0)
+
+
+@pytest.fixture(scope="module")
+def test_data() -> Any:
+    return keyword_pairs(30, seed=1)
+
+
+def test_member_seeds_are_distinct_and_deterministic() -> None:
+    seeds = member_seeds(7, 11)
+    assert len(seeds) == 11 == len(set(seeds))
+    assert seeds == member_seeds(7, 11)
+    assert member_seeds(7, 3) == seeds[:3]  # a bigger ensemble extends a smaller one
+    assert member_seeds(8, 11) != seeds
+    assert all(0 <= s < 2**31 for s in seeds)
+
+
+def test_bagging_members_get_their_own_bootstrap_and_seed(monkeypatch: pytest.MonkeyPatch, train: Any) -> None:
+    seen: list[Any] = []
+    original = ensemble_module.run_member_tasks
+
+    def spy(tasks: Any, shared: Any, **kwargs: Any) -> Any:
+        seen.extend(tasks)
+        return original(tasks, shared, **kwargs)
+
+    monkeypatch.setattr(ensemble_module, "run_member_tasks", spy)
+    _ensemble().fit(train)
+    seeds = member_seeds(7, 3)
+    assert [t.spec["seed"] for t in seen] == seeds
+    for task, seed in zip(seen, seeds):
+        np.testing.assert_array_equal(task.indices, bootstrap_indices(len(train), np.random.default_rng(seed)))
+    samples = [tuple(t.indices) for t in seen]
+    assert len(set(samples)) == 3, "every member must see a different sample"
+
+
+def test_bagging_is_deterministic(train: Any, test_data: Any) -> None:
+    a = _ensemble().fit(train).predict_proba(test_data)
+    b = _ensemble().fit(train).predict_proba(test_data)
+    np.testing.assert_array_equal(a, b)
+    c = _ensemble(seed=8).fit(train).predict_proba(test_data)
+    assert not np.allclose(a, c)
+
+
+def test_worker_processes_match_in_process_training(train: Any, test_data: Any) -> None:
+    local = _ensemble(n_learners=2).fit(train)
+    pooled = _ensemble(n_learners=2, workers=2).fit(train)
+    # Same seeds, samples and thread count (1 per worker, 1 here via conftest): bit-identical on this
+    # machine; the tolerance only leaves room for a BLAS that picks kernels per process.
+    np.testing.assert_allclose(pooled.predict_proba(test_data), local.predict_proba(test_data), atol=1e-4)
+    assert [len(h) for h in pooled.member_histories_] == [2, 2]
+
+
+def test_boosting_weights_are_samme_alphas(train: Any, test_data: Any) -> None:
+    ens = _ensemble(method="boosting").fit(train)
+    assert ens.weights_.shape == (3,)
+    assert np.all(ens.weights_ > 0)
+    # Recompute SAMME from the members' own predictions on the full train set.
+    n, k = len(train), train.scheme.num_labels
+    w = np.full(n, 1.0 / n)
+    expected = []
+    for member in ens.learners_:
+        wrong = member.predict_proba(train).argmax(1) != train.labels
+        err = min(max(float(np.dot(w, wrong) / w.sum()), 1e-10), 1 - 1e-10)
+        alpha = float(np.log((1 - err) / err) + np.log(k - 1))
+        assert alpha > 0, "a tiny BiLSTM should beat chance on the keyword task"
+        expected.append(alpha)
+        w = w * np.exp(alpha * wrong)
+        w /= w.sum()
+    np.testing.assert_allclose(ens.weights_, expected, rtol=1e-12)
+    # combine() weights members by alpha.
+    mp = ens.member_probas(test_data)
+    np.testing.assert_allclose(ens.combine(mp), geometric_mean(mp, ens.weights_), rtol=1e-12)
+    ens.weights_ = np.array([1.0, 0.0, 0.0])
+    np.testing.assert_allclose(ens.combine(mp), mp[0] / mp[0].sum(1, keepdims=True), rtol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def curved(train: Any, test_data: Any) -> Any:
+    """A bagged ensemble fitted with epoch_curve and the test data as monitor."""
+    return _ensemble(epoch_curve=True).fit(train, monitor=test_data)
+
+
+def test_size_curve(curved: Any, test_data: Any) -> None:
+    mp = curved.member_probas(test_data)
+    assert mp.shape == (3, len(test_data), 3)
+    curve = curved.size_curve(mp, test_data.labels)
+    assert len(curve) == 3
+    assert curve[-1] == pytest.approx(float((curved.predict_proba(test_data).argmax(1) == test_data.labels).mean()))
+    assert curve[0] == pytest.approx(float((mp[0].argmax(1) == test_data.labels).mean()))
+
+
+def test_epoch_size_curve(curved: Any, test_data: Any) -> None:
+    curves = curved.epoch_size_curve(test_data.labels)
+    assert sorted(curves) == [1, 2]  # one entry per epoch (BASE trains 2 epochs)
+    assert all(len(c) == 3 for c in curves.values())
+    # Without a dev set the last epoch's weights are the final ones: the curves agree.
+    mp = curved.member_probas(test_data)
+    assert curves[2] == pytest.approx(curved.size_curve(mp, test_data.labels))
+
+
+def test_no_epoch_curve_without_monitor(train: Any, test_data: Any) -> None:
+    ens = _ensemble(n_learners=1).fit(train)
+    assert ens.epoch_size_curve(test_data.labels) == {}
+
+
+def test_diversity_identity_on_fitted_members(curved: Any, test_data: Any) -> None:
+    mp = curved.member_probas(test_data)
+    div = curved.diversity(mp, test_data.labels)
+    assert div["ensemble_ce"] == pytest.approx(div["member_ce"] - div["diversity"], abs=1e-9)
+    assert div["diversity"] > 0  # bagged members disagree somewhat
+    rows = np.arange(len(test_data))
+    ce = -np.log(curved.predict_proba(test_data)[rows, test_data.labels]).mean()
+    assert div["ensemble_ce"] == pytest.approx(ce, abs=1e-9)
+    assert len(div["per_member_ce"]) == 3
