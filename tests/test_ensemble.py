@@ -138,3 +138,15 @@ def test_diversity_identity_on_fitted_members(curved: Any, test_data: Any) -> No
     ce = -np.log(curved.predict_proba(test_data)[rows, test_data.labels]).mean()
     assert div["ensemble_ce"] == pytest.approx(ce, abs=1e-9)
     assert len(div["per_member_ce"]) == 3
+
+
+@pytest.mark.parametrize("method", ["bagging", "boosting"])
+def test_progress_bars_nest_on_a_terminal(monkeypatch: pytest.MonkeyPatch, train: Any, method: str) -> None:
+    """On a terminal the members' bar and each member's epoch bar share one live display;
+    two live displays at once would raise rich's LiveError."""
+    import sizewise.progress as progress
+
+    monkeypatch.setattr(progress, "progress_enabled", lambda: True)
+    learner = _ensemble(method=method, n_learners=2).fit(train, train)
+    assert len(learner.learners_) == 2
+    assert progress._ACTIVE is None  # the shared display is closed again afterwards

@@ -39,11 +39,22 @@ class _NullProgress:
         return None
 
 
+_ACTIVE: Progress | None = None
+
+
 @contextmanager
 def progress_bar(transient: bool = True) -> Iterator[Progress | _NullProgress]:
-    """A rich progress context with a free-text ``info`` field for loss / accuracy / pairs/s."""
+    """A rich progress context with a free-text ``info`` field for loss / accuracy / pairs/s.
+
+    Nested calls (an ensemble's member bar around each member's epoch bar) share the outer
+    display, since a terminal holds one live display at a time.
+    """
+    global _ACTIVE
     if not progress_enabled():
         yield _NullProgress()
+        return
+    if _ACTIVE is not None:
+        yield _ACTIVE
         return
     bar = Progress(
         TextColumn("[bold]{task.description}"),
@@ -54,5 +65,9 @@ def progress_bar(transient: bool = True) -> Iterator[Progress | _NullProgress]:
         console=Console(stderr=True),
         transient=transient,
     )
-    with bar:
-        yield bar
+    _ACTIVE = bar
+    try:
+        with bar:
+            yield bar
+    finally:
+        _ACTIVE = None

@@ -128,7 +128,7 @@ def run_member_tasks(
         results = _run_on_ray(tasks, shared, ray_address, on_done)
     elif workers <= 1 or len(tasks) <= 1:
         results = []
-        with progress_bar(transient=False) as bar:
+        with progress_bar() as bar:
             job = bar.add_task("ensemble members", total=len(tasks), info="")
             for task in tasks:
                 res = train_member(shared, task)
@@ -136,13 +136,14 @@ def run_member_tasks(
                 if on_done:
                     on_done(res)
                 bar.update(job, advance=1, info=f"member {task.index + 1} in {res.seconds:.0f}s")
+            bar.remove_task(job)
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
         ctx = get_context("spawn")
         results = []
         with (
             ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(shared, threads)) as pool,
-            progress_bar(transient=False) as bar,
+            progress_bar() as bar,
         ):
             job = bar.add_task(f"ensemble members ({workers} workers)", total=len(tasks), info="")
             futures = [pool.submit(_run_in_worker, t) for t in tasks]
@@ -152,6 +153,7 @@ def run_member_tasks(
                 if on_done:
                     on_done(res)
                 bar.update(job, advance=1, info=f"member {res.index + 1} in {res.seconds:.0f}s")
+            bar.remove_task(job)
     return sorted(results, key=lambda r: r.index)
 
 
@@ -171,7 +173,7 @@ def _run_on_ray(
     remote = ray.remote(num_cpus=1)(train_member)
     pending = {remote.remote(shared_ref, t): t.index for t in tasks}
     results = []
-    with progress_bar(transient=False) as bar:
+    with progress_bar() as bar:
         job = bar.add_task("ensemble members (ray)", total=len(tasks), info="")
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -182,4 +184,5 @@ def _run_on_ray(
                 if on_done:
                     on_done(res)
                 bar.update(job, advance=1, info=f"member {res.index + 1} in {res.seconds:.0f}s")
+        bar.remove_task(job)
     return results
