@@ -168,7 +168,9 @@ def _run_on_ray(
     except ImportError:
         raise ConfigError("ensemble", ["executor: 'ray' needs the ray package: pip install 'sizewise[ray]'"]) from None
     if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        # No address: start a local Ray instance (no dashboard); "auto" or host:port joins a cluster.
+        kwargs = {"include_dashboard": False} if address is None else {}
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, **kwargs)
     shared_ref = ray.put(shared)
     remote = ray.remote(num_cpus=1)(train_member)
     pending = {remote.remote(shared_ref, t): t.index for t in tasks}
