@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +33,28 @@ TINY_BILSTM: dict[str, Any] = {
     "device": "cpu",
 }
 
+#: Where the ``tiny_bert`` fixture writes a tiny BERT model folder (config + weights + tokenizer).
+TINY_BERT_DIR = Path(tempfile.gettempdir()) / f"sizewise-tiny-bert-{os.getpid()}"
+
+#: A LoRA transformer on the tiny BERT (needs the ``tiny_bert`` fixture to have built it).
+TINY_TRANSFORMER: dict[str, Any] = {
+    "kind": "transformer",
+    "model": str(TINY_BERT_DIR),
+    "mode": "lora",
+    "lora_r": 2,
+    "epochs": 2,
+    "batch_size": 4,
+    "eval_batch_size": 8,
+    "max_length": 32,
+    "learning_rate": 1e-2,
+    "device": "cpu",
+}
+
 #: Tiny settings for every registered learner kind (the contract test fails for a kind missing here).
 TINY_SETTINGS: dict[str, dict[str, Any]] = {
     "bilstm": {k: v for k, v in TINY_BILSTM.items() if k != "kind"},
     "ensemble": {"n_learners": 2, "base": TINY_BILSTM},
+    "transformer": {k: v for k, v in TINY_TRANSFORMER.items() if k != "kind"},
 }
 
 #: A dozen hand-written NLI pairs, four of each nli3 label.
@@ -75,6 +96,44 @@ def keyword_pairs(n: int, seed: int = 0) -> PairData:
         words.insert(int(rng.integers(0, len(words) + 1)), KEYWORDS[label])
         rows.append((premise, " ".join(words), label))
     return PairData.from_rows(rows, SCHEMES["nli3"], source=f"keyword pairs (seed {seed})")
+
+
+def build_tiny_bert(folder: Path, *, pooler: bool = True, seed: int = 0) -> Path:
+    """Write a tiny random BERT (hidden 16, 2 layers) and a word-level tokenizer covering the test pairs.
+
+    Saved as a plain ``BertModel``, like a pretrained checkpoint: the classification head is missing
+    (and the pooler too with ``pooler=False``), so loading it for classification initialises them.
+    """
+    import re
+
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    words = {*_FILLER, *KEYWORDS.values()}
+    for premise, hypothesis, _ in DOZEN_ROWS:
+        words.update(re.findall(r"\w+|[^\w\s]", f"{premise} {hypothesis}".lower()))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
+    tokenizer = BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True)
+    config = BertConfig(
+        vocab_size=len(tokens),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(seed)
+    BertModel(config, add_pooling_layer=pooler).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert() -> Iterator[Path]:
+    """The tiny BERT model folder at ``TINY_BERT_DIR`` (built once per session, removed after)."""
+    build_tiny_bert(TINY_BERT_DIR)
+    yield TINY_BERT_DIR
+    shutil.rmtree(TINY_BERT_DIR, ignore_errors=True)
 
 
 @pytest.fixture

@@ -28,6 +28,11 @@ def test_every_kind_has_tiny_settings() -> None:
     assert {"bilstm", "ensemble"} <= set(KINDS)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _tiny_models(tiny_bert: Path) -> None:
+    """The tiny local BERT the ``transformer`` tiny settings point at (nothing downloads)."""
+
+
 def _spec(kind: str) -> dict[str, Any]:
     if kind not in TINY_SETTINGS:
         pytest.fail(f"learner kind {kind!r} has no tiny settings in tests/conftest.py TINY_SETTINGS")

@@ -77,6 +77,7 @@ def _ensure_builtin_kinds() -> None:
     # Importing the modules registers their kinds; done lazily so `sizewise.learners.base` stays light.
     import sizewise.ensembles.ensemble  # noqa: F401
     import sizewise.learners.bilstm  # noqa: F401
+    import sizewise.learners.transformer  # noqa: F401
 
 
 def learner_kinds() -> list[str]:
