@@ -86,17 +86,23 @@ def data_info(
 # -- studies ------------------------------------------------------------------------------------
 def _print_table(run_dir: Path, order: list[str] | None = None) -> None:
     from sizewise.report.render import load_results
-    from sizewise.report.tables import fmt_count, fmt_number, fmt_seconds
+    from sizewise.report.tables import fmt_number, fmt_params, fmt_seconds
 
     results = load_results(run_dir, order)
     table = Table(
-        "arm", "params", "accuracy [95% CI]", "F1 macro [95% CI]", "ROC-AUC", "train time", title=str(run_dir)
+        "arm",
+        "params (trainable)",
+        "accuracy [95% CI]",
+        "F1 macro [95% CI]",
+        "ROC-AUC",
+        "train time",
+        title=str(run_dir),
     )
     for r in results:
         m, ci = r["metrics"], r["intervals"]
         table.add_row(
             r["description"],
-            fmt_count(r["cost"]["parameters_total"]),
+            fmt_params(r["cost"]),
             f"{m['accuracy']:.3f} [{ci['accuracy'][0]:.3f}, {ci['accuracy'][1]:.3f}]",
             f"{m['f1_macro']:.3f} [{ci['f1_macro'][0]:.3f}, {ci['f1_macro'][1]:.3f}]",
             fmt_number(m.get("roc_auc_macro")),

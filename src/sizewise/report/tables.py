@@ -35,6 +35,12 @@ def fmt_count(n: int) -> str:
     return str(n)
 
 
+def fmt_params(cost: dict[str, Any]) -> str:
+    """Total parameters, with the trainable count in brackets when it differs (adapters)."""
+    total, trainable = cost["parameters_total"], cost["parameters_trainable"]
+    return fmt_count(total) + ("" if trainable == total else f" ({fmt_count(trainable)})")
+
+
 def fmt_seconds(s: float) -> str:
     """Seconds as 42s / 3m05s / 1h02m."""
     if s < 60:
@@ -56,9 +62,7 @@ def main_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
     rows = []
     for r in results:
         cost, m = r["cost"], r["metrics"]
-        total, trainable = cost["parameters_total"], cost["parameters_trainable"]
-        params = fmt_count(total) + ("" if trainable == total else f" ({fmt_count(trainable)})")
-        row = [r["description"], params]
+        row = [r["description"], fmt_params(cost)]
         for name in METRIC_NAMES:
             cell = fmt_number(m.get(name))
             if name in r["intervals"]:
