@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def plot_size_curves(results: list[dict[str, Any]], path: Path) -> bool:
     """Ensemble accuracy against the number of learners, one panel per ensemble arm (lines per
-    epoch when the arm recorded epoch curves). Returns False when no arm has a curve."""
+    epoch when the arm recorded epoch curves; single-model arms as grey reference lines).
+    Returns False when no arm has a curve."""
     with_curves = [r for r in results if r.get("curves", {}).get("size")]
     if not with_curves:
         return False
@@ -35,6 +36,15 @@ def plot_size_curves(results: list[dict[str, Any]], path: Path) -> bool:
         else:
             ks, accs = curves["size"]["k"], curves["size"]["accuracy"]
             ax.plot(ks, accs, marker="o", label="final members")
+        for j, other in enumerate(r2 for r2 in results if not r2.get("curves", {}).get("size")):
+            # single models as reference lines: where does the ensemble overtake them?
+            ax.axhline(
+                other["metrics"]["accuracy"],
+                color="grey",
+                ls=("--", ":", "-.")[j % 3],
+                lw=1,
+                label=other["description"],
+            )
         ks = curves["size"]["k"]
         ax.set_xticks(ks if len(ks) <= 16 else ks[:: max(1, len(ks) // 8)])
         ax.set_xlabel("number of learners")
