@@ -10,7 +10,7 @@ import pytest
 
 import sizewise.ensembles.ensemble as ensemble_module
 from conftest import TINY_BILSTM, keyword_pairs
-from sizewise.data.sampling import bootstrap_indices
+from sizewise.data.sampling import bootstrap_indices, weighted_resample_indices
 from sizewise.ensembles.aggregate import geometric_mean
 from sizewise.ensembles.ensemble import member_seeds
 from sizewise.learners import create_learner
@@ -77,7 +77,8 @@ def test_worker_processes_match_in_process_training(train: Any, test_data: Any) 
 
 
 def test_boosting_weights_are_samme_alphas(train: Any, test_data: Any) -> None:
-    ens = _ensemble(method="boosting").fit(train)
+    ens = _ensemble(method="boosting", boosting_error="train").fit(train)
+    assert ens.config.boosting_error == "train"
     assert ens.weights_.shape == (3,)
     assert np.all(ens.weights_ > 0)
     # Recompute SAMME from the members' own predictions on the full train set.
@@ -93,6 +94,68 @@ def test_boosting_weights_are_samme_alphas(train: Any, test_data: Any) -> None:
         w = w * np.exp(alpha * wrong)
         w /= w.sum()
     np.testing.assert_allclose(ens.weights_, expected, rtol=1e-12)
+
+
+def test_boosting_out_of_sample_error_is_the_default(
+    monkeypatch: pytest.MonkeyPatch, train: Any, test_data: Any
+) -> None:
+    seen: list[Any] = []
+    original = ensemble_module.run_member_tasks
+
+    def spy(tasks: Any, shared: Any, **kwargs: Any) -> Any:
+        seen.extend(tasks)
+        return original(tasks, shared, **kwargs)
+
+    monkeypatch.setattr(ensemble_module, "run_member_tasks", spy)
+    ens = _ensemble(method="boosting").fit(train)
+    assert ens.config.boosting_error == "out_of_sample"
+    # Each member's alpha comes from its error on the pairs its resample left out; only those
+    # pairs' weights move, and the next resample is drawn from the moved weights.
+    n, k = len(train), train.scheme.num_labels
+    w = np.full(n, 1.0 / n)
+    for member, task, alpha in zip(ens.learners_, seen, ens.weights_):
+        rng = np.random.default_rng(task.spec["seed"])
+        np.testing.assert_array_equal(task.indices, weighted_resample_indices(w, rng))
+        held_out = np.setdiff1d(np.arange(n), task.indices)
+        assert 0 < len(held_out) < n
+        wrong = member.predict_proba(train).argmax(1) != train.labels
+        err = float(np.dot(w[held_out], wrong[held_out]) / w[held_out].sum())
+        if err >= 1 - 1 / k:  # at chance: kept with a token weight, pair weights start afresh
+            assert alpha == 1e-3
+            w = np.full(n, 1.0 / n)
+            continue
+        assert alpha == pytest.approx(np.log((1 - err) / err) + np.log(k - 1), rel=1e-12)
+        factor = np.ones(n)
+        factor[held_out] = np.where(wrong[held_out], np.exp(alpha), 1.0)
+        w = w * factor / np.dot(w, factor)
+
+
+def test_samme_step_by_hand() -> None:
+    w = np.full(4, 0.25)
+    wrong = np.array([True, False, False, False])
+    # All pairs scored, K = 3: err = 0.25, alpha = log(3) + log(2) = log(6); the wrong pair's weight
+    # becomes 0.25 * 6 = 1.5 before renormalizing by 1.5 + 0.75 = 2.25.
+    alpha, new = ensemble_module.samme_step(w, wrong, np.ones(4, dtype=bool), 3)
+    assert alpha == pytest.approx(np.log(6))
+    np.testing.assert_allclose(new, [1.5 / 2.25, 0.25 / 2.25, 0.25 / 2.25, 0.25 / 2.25])
+    # Only pairs 0 and 1 scored: err = 0.5, alpha = log(1) + log(2) = log(2); pair 0 doubles.
+    alpha, new = ensemble_module.samme_step(w, wrong, np.array([True, True, False, False]), 3)
+    assert alpha == pytest.approx(np.log(2))
+    np.testing.assert_allclose(new, [0.4, 0.2, 0.2, 0.2])
+    # At chance (binary, err = 0.5): no alpha, weights unchanged.
+    alpha, new = ensemble_module.samme_step(w, np.array([True, True, False, False]), np.ones(4, dtype=bool), 2)
+    assert alpha is None
+    np.testing.assert_array_equal(new, w)
+
+
+def test_boosting_error_must_fit_the_mode() -> None:
+    assert _ensemble(method="boosting", boosting_mode="reweight").config.boosting_error == "train"
+    with pytest.raises(Exception, match="out_of_sample needs boosting_mode: resample"):
+        _ensemble(method="boosting", boosting_mode="reweight", boosting_error="out_of_sample")
+
+
+def test_boosted_members_combine_by_alpha(train: Any, test_data: Any) -> None:
+    ens = _ensemble(method="boosting").fit(train)
     # combine() weights members by alpha.
     mp = ens.member_probas(test_data)
     np.testing.assert_allclose(ens.combine(mp), geometric_mean(mp, ens.weights_), rtol=1e-12)

@@ -188,6 +188,7 @@ def train(
     """Train one learner and save it (safetensors + JSON)."""
     from sizewise.data.catalog import load_pairs
     from sizewise.data.sampling import sample_subset
+    from sizewise.distributed import is_main_process
     from sizewise.learners.base import create_learner
 
     spec = {"kind": learner, **_parse_settings(setting, config)}
@@ -197,6 +198,8 @@ def train(
         train_data = sample_subset(train_data, train_size, seed)
     dev_data = load_pairs(dev, scheme=scheme) if dev else None
     model.fit(train_data, dev_data)
+    if not is_main_process():  # the other processes of an accelerate / torchrun launch only help train
+        return
     model.save(out_dir)
     params = model.parameter_count()
     out.print(f"saved {learner} ({params['total']:,} parameters) to {out_dir}")

@@ -21,7 +21,9 @@ from sizewise.cost.meter import CostMeter, measure_throughput
 from sizewise.data.catalog import load_pairs
 from sizewise.data.pairs import PairData
 from sizewise.data.sampling import sample_subset, subset_indices
+from sizewise.distributed import is_main_process, world_size
 from sizewise.environment import environment
+from sizewise.errors import ConfigError
 from sizewise.evaluation.metrics import compute_metrics, confusion_matrix
 from sizewise.evaluation.stats import bootstrap_intervals
 from sizewise.files import atomic_write_json, atomic_write_text, directory_size
@@ -206,8 +208,25 @@ def run_study(
             )
         else:
             todo.append(arm)
+    if world_size() > 1:
+        others = [a.name for a in todo if a.learner.get("kind") != "transformer"]
+        if others:
+            raise ConfigError(
+                config.name,
+                [
+                    f"arm {name}: only transformer arms train across several processes; run it without "
+                    "accelerate / torchrun, or pick transformer arms with --arm"
+                    for name in others
+                ],
+            )
     # Read (and so validate) all data before anything is written: bad input leaves no output folder.
     data = load_study_data(config, base) if todo else None
+    if not is_main_process():
+        # The other processes of a multi-process launch only help train; rank 0 scores and writes.
+        for arm in todo:
+            assert data is not None
+            create_learner(_with_default_seed(arm.learner, config.seed)).fit(data.train, data.dev)
+        return out
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.json", config.model_dump_json(indent=2) + "\n")
     for arm in todo:

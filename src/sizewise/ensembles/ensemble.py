@@ -6,6 +6,11 @@
 * **boosting** — SAMME (Zhu et al., 2009): each next member trains on data resampled (or
   reweighted) toward the pairs the previous members got wrong, and gets the weight
   ``alpha = log((1 - err) / err) + log(K - 1)`` in the combination; members train in sequence.
+  A BiLSTM trained for several epochs nearly memorizes its sample, so its error on the pairs it
+  trained on says little: by default (``boosting_error: out_of_sample``, resample mode) ``err`` is
+  the weighted error on the pairs the member's resample left out, only those pairs' weights are
+  raised when wrong, and pairs it trained on keep theirs. ``boosting_error: train`` is textbook
+  SAMME (error and update on the whole training set).
 
 Members are combined by ``aggregator`` (default: the normalized geometric mean), weighted by
 ``alpha`` for boosting.
@@ -58,6 +63,11 @@ class EnsembleConfig(LearnerConfig):
     boosting_mode: Literal["resample", "reweight"] = Field(
         "resample", description="Boosting: resample the train set by weight, or weight each pair's loss."
     )
+    boosting_error: Literal["out_of_sample", "train"] | None = Field(
+        None,
+        description="Boosting: where a member's error (its alpha) is measured: on the pairs its resample left "
+        "out, or on the whole train set (textbook SAMME). Default: out_of_sample for resample, train for reweight.",
+    )
     seed: int = Field(0, description="Seed from which every member's data sample and own seed are derived.")
     workers: int = Field(1, ge=1, description="Local processes training bagged members in parallel.")
     executor: Literal["local", "ray"] = Field("local", description="Train members locally or on a Ray cluster.")
@@ -74,6 +84,16 @@ class EnsembleConfig(LearnerConfig):
         return value
 
     @model_validator(mode="after")
+    def _boosting_error_fits_mode(self) -> EnsembleConfig:
+        if self.boosting_error is None:
+            self.boosting_error = "out_of_sample" if self.boosting_mode == "resample" else "train"
+        elif self.boosting_error == "out_of_sample" and self.boosting_mode == "reweight":
+            raise ValueError(
+                "boosting_error: out_of_sample needs boosting_mode: resample (reweighting trains on every pair)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _valid_base(self) -> EnsembleConfig:
         if isinstance(self.base, dict) and self.base.get("kind") == "ensemble":
             raise ValueError("base: an ensemble cannot be the member of an ensemble")
@@ -86,6 +106,28 @@ class EnsembleConfig(LearnerConfig):
 def member_seeds(seed: int, n: int) -> list[int]:
     """Independent 31-bit seeds for n members, derived from the ensemble seed (numpy SeedSequence)."""
     return [int(s.generate_state(1)[0] & 0x7FFFFFFF) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def samme_step(
+    weights: np.ndarray, wrong: np.ndarray, scored: np.ndarray, num_labels: int
+) -> tuple[float | None, np.ndarray]:
+    """One SAMME round: the member's ``alpha`` and the next pair weights.
+
+    ``err`` is the weighted error over the ``scored`` pairs; ``alpha = log((1-err)/err) + log(K-1)``;
+    scored pairs the member got wrong have their weight multiplied by ``exp(alpha)``, all others keep
+    theirs; weights are renormalized. Returns ``(None, weights)`` when the member is no better than
+    chance (``alpha <= 0``) or nothing was scored.
+    """
+    ws = weights[scored]
+    if ws.sum() <= 0:
+        return None, weights
+    err = float(np.dot(ws, wrong[scored]) / ws.sum())
+    err = min(max(err, 1e-10), 1 - 1e-10)
+    alpha = float(np.log((1 - err) / err) + np.log(num_labels - 1))
+    if alpha <= 0:
+        return None, weights
+    new = weights * np.exp(alpha * (wrong & scored))
+    return alpha, new / new.sum()
 
 
 @register_learner("ensemble", EnsembleConfig)
@@ -141,20 +183,17 @@ class EnsembleLearner:
             else:
                 task = MemberTask(i, self._member_spec(seed), sample_weight=w * n)
             (res,) = run_member_tasks([task], shared, workers=1, executor=cfg.executor, ray_address=cfg.ray_address)
-            member = self._load_member(res)
-            wrong = member.predict_proba(train).argmax(1) != train.labels
-            err = float(np.dot(w, wrong) / w.sum())
-            err = min(max(err, 1e-10), 1 - 1e-10)
-            alpha = float(np.log((1 - err) / err) + np.log(k - 1))
-            if alpha <= 0:
+            wrong = self._load_member(res).predict_proba(train).argmax(1) != train.labels
+            scored = np.ones(n, dtype=bool)
+            if cfg.boosting_error == "out_of_sample":
+                scored[task.indices] = False
+            alpha, w = samme_step(w, wrong, scored, k)
+            if alpha is None:
                 # No better than chance on the weighted data (err >= 1 - 1/K): SAMME cannot use
                 # it. Keep it with a tiny weight and start the weights afresh.
-                logger.warning("boosting member %d: weighted error %.3f is at chance; weights reset", i + 1, err)
+                logger.warning("boosting member %d: weighted error is at chance; weights reset", i + 1)
                 alpha, w = 1e-3, np.full(n, 1.0 / n)
-            else:
-                w = w * np.exp(alpha * wrong)
-                w /= w.sum()
-            logger.info("boosting member %d/%d · weighted error %.3f · alpha %.3f", i + 1, cfg.n_learners, err, alpha)
+            logger.info("boosting member %d/%d · alpha %.3f", i + 1, cfg.n_learners, alpha)
             results.append(res)
             alphas.append(alpha)
         return results, alphas

@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from sizewise import __version__
 from sizewise.data.labels import LabelScheme
 from sizewise.data.pairs import PairData
+from sizewise.distributed import accelerator, rank, shard, world_size
 from sizewise.errors import ConfigError, ModelError
 from sizewise.files import atomic_directory, atomic_write_json
 from sizewise.learners.base import (
@@ -42,7 +43,7 @@ from sizewise.learners.base import (
     scheme_from_meta,
 )
 from sizewise.learners.bilstm import length_bucketed_batches
-from sizewise.progress import progress_bar
+from sizewise.progress import progress_bar, set_quiet
 
 logger = logging.getLogger(__name__)
 
@@ -423,12 +424,23 @@ class TransformerLearner:
         if len(train) == 0 or not train.has_labels:
             raise ConfigError("transformer", [f"{train.source}: training data needs at least one labelled pair"])
         device = _resolve_device(cfg.device)
+        world = world_size()
+        acc = None
+        if world > 1:
+            # Launched by accelerate / torchrun: one process per device, gradients averaged (DDP).
+            acc = accelerator(cpu=device.type == "cpu")
+            device = acc.device
+            if rank() != 0:
+                set_quiet(True)
         amp_dtype = _autocast_dtype(cfg.precision, device)
         torch.manual_seed(cfg.seed)  # before building: the new head is initialised from torch's generator
         rng = np.random.default_rng(cfg.seed)
         self.scheme_ = train.scheme
         self._build(train.scheme)
         model = self.model_.to(device)
+        # The model that trains: DDP-wrapped in a multi-process launch; self.model_ (the same
+        # weights) predicts and saves.
+        train_model = acc.prepare_model(model) if acc is not None else model
         max_length = self._max_length()
         enc_train = _Encoded(self.tokenizer_, train, max_length)
         enc_dev = _Encoded(self.tokenizer_, dev, max_length) if dev is not None and len(dev) else None
@@ -447,7 +459,11 @@ class TransformerLearner:
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
         ]
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
-        n_batches = _batches_per_epoch(len(train), cfg.batch_size)
+        n_batches = _batches_per_epoch(len(train), cfg.batch_size) // world
+        if n_batches == 0:
+            raise ConfigError(
+                "transformer", [f"{len(train)} training pairs make fewer batches than the {world} processes"]
+            )
         total_steps = cfg.epochs * math.ceil(n_batches / cfg.gradient_accumulation)
         if cfg.max_steps:
             total_steps = min(total_steps, cfg.max_steps)
@@ -458,18 +474,21 @@ class TransformerLearner:
         self.monitor_probas_: list[np.ndarray] = []
         best_dev, best_state, since_best, best_epoch, opt_steps = -1.0, None, 0, 0, 0
         logger.info(
-            "transformer %s (%s) on %s: %d pairs, %d optimizer steps",
+            "transformer %s (%s) on %s%s: %d pairs, %d optimizer steps",
             cfg.model,
             cfg.mode,
             device,
+            f" (process {rank() + 1} of {world})" if world > 1 else "",
             len(train),
             total_steps,
         )
         with progress_bar() as bar:
             for epoch in range(1, cfg.epochs + 1):
                 batches = length_bucketed_batches(enc_train.lengths, cfg.batch_size, rng)
+                if world > 1:  # every process draws the same batches (same seed) and takes its share
+                    batches = shard(batches, rank(), world)
                 task = bar.add_task(f"transformer epoch {epoch}/{cfg.epochs}", total=len(batches), info="")
-                model.train()
+                train_model.train()
                 start, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
                 # The last accumulation group of an epoch may be short; its losses are averaged over its size.
                 full_groups = len(batches) // cfg.gradient_accumulation * cfg.gradient_accumulation
@@ -477,19 +496,23 @@ class TransformerLearner:
                     group = cfg.gradient_accumulation if step <= full_groups else len(batches) - full_groups
                     inputs = enc_train.batch(idx, device)
                     y = labels[idx].to(device)
-                    with _autocast(device, amp_dtype):
-                        logits = model(**inputs).logits
-                    logits = logits.float()
-                    if weights is None:
-                        loss = F.cross_entropy(logits, y)
-                    else:
-                        w = weights[idx].to(device)
-                        loss = (F.cross_entropy(logits, y, reduction="none") * w).sum() / w.sum()
-                    scaler.scale(loss / group).backward()
+                    syncs = step % cfg.gradient_accumulation == 0 or step == len(batches)
+                    # Gradients are averaged across processes only on the step that updates.
+                    no_sync = train_model.no_sync() if acc is not None and not syncs else contextlib.nullcontext()
+                    with no_sync:
+                        with _autocast(device, amp_dtype):
+                            logits = train_model(**inputs).logits
+                        logits = logits.float()
+                        if weights is None:
+                            loss = F.cross_entropy(logits, y)
+                        else:
+                            w = weights[idx].to(device)
+                            loss = (F.cross_entropy(logits, y, reduction="none") * w).sum() / w.sum()
+                        scaler.scale(loss / group).backward()
                     seen += len(idx)
                     loss_sum += loss.item() * len(idx)
                     correct += int((logits.argmax(1) == y).sum())
-                    if step % cfg.gradient_accumulation == 0 or step == len(batches):
+                    if syncs:
                         scaler.unscale_(optimizer)
                         nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                         scaler.step(optimizer)

@@ -1,0 +1,46 @@
+"""Several processes training one transformer together (data parallel), as launched by
+``accelerate launch`` or ``torchrun``.
+
+Each process reads the launcher's environment (``WORLD_SIZE``, ``RANK``); with one process
+everything here is a no-op. In a multi-process run every process trains on its own share of each
+epoch's batches, gradients are averaged across processes (PyTorch DDP, set up by ``accelerate``),
+and only the main process (rank 0) writes files or draws progress bars.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sizewise.errors import ConfigError
+
+
+def world_size() -> int:
+    """Number of processes in this launch (1 when not launched by accelerate / torchrun)."""
+    return max(int(os.environ.get("WORLD_SIZE", "1") or 1), 1)
+
+
+def rank() -> int:
+    """This process's index in the launch (0 when alone)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def is_main_process() -> bool:
+    """True for the process that writes files and prints (rank 0, or the only process)."""
+    return rank() == 0
+
+
+def shard(items: list[Any], index: int, count: int) -> list[Any]:
+    """Process ``index``'s share of ``items``: every ``count``-th item from ``index`` on, cut so that
+    every process gets the same number (a collective step that one process skips would hang)."""
+    per_process = len(items) // count
+    return items[index::count][:per_process]
+
+
+def accelerator(cpu: bool) -> Any:
+    """The ``accelerate.Accelerator`` of a multi-process launch (it sets up the process group)."""
+    try:
+        from accelerate import Accelerator
+    except ImportError:
+        raise ConfigError("distributed training", ["needs the 'accelerate' package: pip install accelerate"]) from None
+    return Accelerator(cpu=cpu, mixed_precision="no")  # the learner runs its own autocast
