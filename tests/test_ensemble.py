@@ -41,15 +41,21 @@ def test_member_seeds_are_distinct_and_deterministic() -> None:
     assert all(0 <= s < 2**31 for s in seeds)
 
 
-def test_bagging_members_get_their_own_bootstrap_and_seed(monkeypatch: pytest.MonkeyPatch, train: Any) -> None:
-    seen: list[Any] = []
+@pytest.fixture
+def seen(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every member task the ensemble hands to its executor, in order."""
+    tasks_seen: list[Any] = []
     original = ensemble_module.run_member_tasks
 
     def spy(tasks: Any, shared: Any, **kwargs: Any) -> Any:
-        seen.extend(tasks)
+        tasks_seen.extend(tasks)
         return original(tasks, shared, **kwargs)
 
     monkeypatch.setattr(ensemble_module, "run_member_tasks", spy)
+    return tasks_seen
+
+
+def test_bagging_members_get_their_own_bootstrap_and_seed(seen: list[Any], train: Any) -> None:
     _ensemble().fit(train)
     seeds = member_seeds(7, 3)
     assert [t.spec["seed"] for t in seen] == seeds
@@ -96,17 +102,7 @@ def test_boosting_weights_are_samme_alphas(train: Any, test_data: Any) -> None:
     np.testing.assert_allclose(ens.weights_, expected, rtol=1e-12)
 
 
-def test_boosting_out_of_sample_error_is_the_default(
-    monkeypatch: pytest.MonkeyPatch, train: Any, test_data: Any
-) -> None:
-    seen: list[Any] = []
-    original = ensemble_module.run_member_tasks
-
-    def spy(tasks: Any, shared: Any, **kwargs: Any) -> Any:
-        seen.extend(tasks)
-        return original(tasks, shared, **kwargs)
-
-    monkeypatch.setattr(ensemble_module, "run_member_tasks", spy)
+def test_boosting_out_of_sample_error_is_the_default(seen: list[Any], train: Any) -> None:
     ens = _ensemble(method="boosting").fit(train)
     assert ens.config.boosting_error == "out_of_sample"
     # Each member's alpha comes from its error on the pairs its resample left out; only those
