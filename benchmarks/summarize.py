@@ -1,15 +1,19 @@
-"""Turn finished core-benchmark run folders into the Markdown tables of BENCHMARKS.md.
+"""Turn finished benchmark run folders into the Markdown tables of BENCHMARKS.md.
 
     python benchmarks/summarize.py runs/core-snli-nli3 runs/core-snli-binary runs/core-mnli \
         [--write BENCHMARKS.md]
+    python benchmarks/summarize.py --transformers runs/transformers-snli-nli3 \
+        --against runs/core-snli-nli3/bagged-11 [--write BENCHMARKS.md]
 
-With --write, the block between ``<!-- core:begin -->`` and ``<!-- core:end -->`` is replaced.
+With --write, the block between ``<!-- core:begin -->`` and ``<!-- core:end -->`` (or, with
+--transformers, ``<!-- transformers:begin -->`` ... ``<!-- transformers:end -->``) is replaced.
 Every number comes from the runs' result.json files.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -86,22 +90,78 @@ def summarize_run(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def summarize_transformers(run_dir: Path, against: list[Path]) -> str:
+    """Transformer arms beside other arms scored on the same test set (e.g. the core ensemble)."""
+    results = load_results(run_dir)
+    for arm_dir in against:
+        results.append(json.loads((arm_dir / "result.json").read_text(encoding="utf-8")))
+    first = results[0]
+    data, env = first["data"], first["environment"]
+    lines = [
+        f"### {first['study']}: train {data['train']['rows']:,} pairs of `{data['train']['source']}`, "
+        f"test {data['test']['rows']:,} pairs of `{data['test']['source']}` ({data['scheme']})",
+        "",
+        "| arm | params total | trainable | accuracy [95% CI] | F1 macro [95% CI] | ROC-AUC macro | epochs "
+        "| train time | CPU time | CPU inference pairs/s (batch) | size on disk |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        m, c = r["metrics"], r["cost"]
+        total, trainable = c["parameters_total"], c["parameters_trainable"]
+        history = (r.get("training") or {}).get("history") or []
+        epochs = f"{len(history)}" if history else r["config"]["learner"].get("base", {}).get("epochs", "–")
+        lines.append(
+            f"| {r['description']} | {fmt_count(total)} | {fmt_count(trainable)} ({100 * trainable / total:.2f}%) "
+            f"| {_interval(r, 'accuracy')} | {_interval(r, 'f1_macro')} | {fmt_number(m['roc_auc_macro'])} "
+            f"| {epochs} | {fmt_seconds(c['train_seconds'])} | {fmt_seconds(c['train_cpu_seconds'])} "
+            f"| {c['inference_pairs_per_s']:,.0f} ({c['inference_batch_pairs']}) | {c['size_on_disk_mb']:.1f} MB |"
+        )
+    for base in results[len(results) - len(against) :]:
+        tests = paired_tests(results, base["arm"])
+        lines += ["", f"| vs {base['description']} | Δ accuracy [95% CI] | McNemar p |", "|---|---|---|"]
+        for t in tests:
+            if "interval" not in t:
+                continue
+            lo, hi = t["interval"]
+            lines.append(
+                f"| {t['description']} | {100 * t['accuracy_difference']:+.1f} pts "
+                f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {fmt_p(t['mcnemar_p'])} |"
+            )
+    lines += [
+        "",
+        f"Machine: {env['cpu']}, {env['cpu_count']} cores, torch {env['torch']} (CPU), sizewise commit "
+        f"{env['git_commit']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _write_block(path: Path, name: str, text: str) -> None:
+    doc = path.read_text(encoding="utf-8")
+    block = f"<!-- {name}:begin -->\n{text}\n<!-- {name}:end -->"
+    new, n = re.subn(rf"<!-- {name}:begin -->.*?<!-- {name}:end -->", lambda _: block, doc, flags=re.S)
+    if n != 1:
+        raise SystemExit(f"{path}: needs one <!-- {name}:begin --> ... <!-- {name}:end --> block")
+    path.write_text(new, encoding="utf-8")
+
+
 def main() -> None:
     """Print (or write into BENCHMARKS.md) the summary of the given run folders."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--write", type=Path, help="Markdown file whose core block is replaced.")
+    parser.add_argument("runs", nargs="*", type=Path)
+    parser.add_argument("--transformers", type=Path, help="A transformer benchmark run folder.")
+    parser.add_argument("--against", nargs="*", type=Path, default=[], help="Arm folders to compare with.")
+    parser.add_argument("--write", type=Path, help="Markdown file whose block is replaced.")
     args = parser.parse_args()
-    text = "\n".join(summarize_run(r) for r in args.runs if (r / "bilstm" / "result.json").exists())
+    if args.transformers:
+        name, text = "transformers", summarize_transformers(args.transformers, args.against)
+    else:
+        name = "core"
+        text = "\n".join(summarize_run(r) for r in args.runs if (r / "bilstm" / "result.json").exists())
     if args.write is None:
         print(text)
-        return
-    doc = args.write.read_text(encoding="utf-8")
-    block = f"<!-- core:begin -->\n{text}\n<!-- core:end -->"
-    new, n = re.subn(r"<!-- core:begin -->.*?<!-- core:end -->", lambda _: block, doc, flags=re.S)
-    if n != 1:
-        raise SystemExit(f"{args.write}: needs one <!-- core:begin --> ... <!-- core:end --> block")
-    args.write.write_text(new, encoding="utf-8")
+    else:
+        _write_block(args.write, name, text)
 
 
 if __name__ == "__main__":
