@@ -130,7 +130,7 @@ def study_run(
     # Relative data paths are the study file's, as `study check` reads them, not the working folder's.
     run_dir = run_study(study, output=output, force=force, arms=arm, base=config.parent)
     _print_table(run_dir, [a.name for a in study.arms])
-    out.print(f"report: {run_dir / 'report.md'}")
+    _print_verdict(run_dir, [a.name for a in study.arms])
 
 
 @study_app.command("check")
@@ -147,12 +147,66 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A study's output folder.")],
     baseline: Annotated[str | None, typer.Option(help="Arm to test the others against.")] = None,
 ) -> None:
-    """Re-render report.md from the result JSON files of a run folder."""
+    """Re-render report.md and report.html from the result JSON files of a run folder."""
     from sizewise.report.render import write_report
 
-    path = write_report(run_dir, baseline=baseline)
-    _print_table(run_dir)
-    out.print(f"report: {path}")
+    write_report(run_dir, baseline=baseline)
+    order = _study_order(run_dir)
+    _print_table(run_dir, order)
+    _print_verdict(run_dir, order)
+
+
+@app.command("compare")
+def compare(
+    a: Annotated[Path, typer.Argument(help="Arm A: its folder, its result.json, or a run folder (with --arm).")],
+    b: Annotated[Path, typer.Argument(help="Arm B, the same way.")],
+    arm: Annotated[str | None, typer.Option(help="Arm name to take from run folders.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the paired bootstrap.")] = 0,
+) -> None:
+    """Two arms on the same test set: metric differences (A − B) with intervals and the paired test."""
+    from sizewise.report.render import load_arm
+    from sizewise.report.tables import compare_arms, fmt_p
+
+    ra, rb = load_arm(a, arm), load_arm(b, arm)
+    try:
+        cmp = compare_arms(ra, rb, seed=seed)
+    except ValueError as exc:
+        raise SizewiseError(str(exc)) from None
+    name_a, name_b = f"A: {ra['description']}", f"B: {rb['description']}"
+    table = Table("metric", name_a, name_b, "A − B [95% CI]", "bootstrap p", title=f"{cmp['pairs']:,} test pairs")
+    for metric, m in cmp["metrics"].items():
+        lo, hi = m["interval"]
+        table.add_row(
+            metric,
+            f"{m['a']:.3f}",
+            f"{m['b']:.3f}",
+            f"{100 * m['difference']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]",
+            fmt_p(m["bootstrap_p"]),
+        )
+    out.print(table)
+    mc = cmp["mcnemar"]
+    p = mc["p_value"]
+    out.print(
+        f"McNemar (exact): {mc['a_only']} pairs only A gets right, {mc['b_only']} only B; p {fmt_p(p)} — "
+        + ("a significant difference (p < 0.05)." if p < 0.05 else "not significant: the difference may be chance."),
+        highlight=False,
+    )
+
+
+def _study_order(run_dir: Path) -> list[str] | None:
+    from sizewise.report.render import study_record
+
+    study = study_record(run_dir)
+    return [a["name"] for a in study.get("arms", [])] if study else None
+
+
+def _print_verdict(run_dir: Path, order: list[str] | None = None) -> None:
+    from sizewise.report.render import load_results
+    from sizewise.report.tables import verdict
+
+    for line in verdict(load_results(run_dir, order)):
+        out.print(f"• {line}", highlight=False)
+    out.print(f"report: {run_dir / 'report.html'} (and report.md)", highlight=False)
 
 
 # -- single learners ----------------------------------------------------------------------------

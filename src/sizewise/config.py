@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sizewise.cost.energy import EnergySettings
 from sizewise.data.labels import SCHEMES
 from sizewise.errors import ConfigError
 from sizewise.learners.base import format_validation_error, learner_spec_problems
@@ -80,6 +81,7 @@ class StudyConfig(_Strict):
     seed: int = Field(0, description="Seed of the data subsets and the default seed of every learner.")
     output: str = Field("runs/study", description="Folder for result JSON, models and the report.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    cost: EnergySettings = Field(default_factory=EnergySettings)
     description: str | None = Field(None, description="What the study asks, for the report.")
 
     def arm(self, name: str) -> ArmConfig:

@@ -72,3 +72,14 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
 def directory_size(path: str | Path) -> int:
     """Total size in bytes of the files under ``path``."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def read_json_file(path: str | Path, error: type[Exception], what: str) -> Any:
+    """The JSON in ``path``; a missing file or bad JSON raises ``error`` naming the file and ``what`` it should be."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such {what}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not a valid {what} ({exc})") from None

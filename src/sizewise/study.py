@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sizewise.config import ArmConfig, StudyConfig
-from sizewise.cost.meter import CostMeter, measure_throughput
+from sizewise.cost.meter import CostMeter, measure_latency, measure_throughput
 from sizewise.data.catalog import load_pairs
 from sizewise.data.pairs import PairData
 from sizewise.data.sampling import sample_subset, subset_indices
@@ -27,7 +27,7 @@ from sizewise.errors import ConfigError
 from sizewise.evaluation.metrics import compute_metrics, confusion_matrix
 from sizewise.evaluation.stats import bootstrap_intervals
 from sizewise.files import atomic_write_json, atomic_write_text, directory_size
-from sizewise.learners.base import LEARNERS, create_learner
+from sizewise.learners.base import create_learner, learner_config_class
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def load_study_data(config: StudyConfig, base: Path | None = None) -> StudyData:
 
 def _with_default_seed(spec: dict[str, Any], seed: int) -> dict[str, Any]:
     spec = dict(spec)
-    fields = LEARNERS[spec["kind"]].config_cls.model_fields
+    fields = learner_config_class(spec["kind"]).model_fields
     if "seed" in fields and "seed" not in spec:
         spec["seed"] = seed
     return spec
@@ -97,9 +97,9 @@ def run_arm(config: StudyConfig, arm: ArmConfig, data: StudyData, arm_dir: Path)
         fit_kwargs["monitor"] = data.test  # scored after each epoch for the curve only, never for selection
     started = time.time()
     logger.info("arm %s: training %s on %d pairs", arm.name, spec["kind"], len(data.train))
-    with CostMeter() as train_meter:
+    with CostMeter(config.cost) as train_meter:
         learner.fit(data.train, data.dev, **fit_kwargs)
-    with CostMeter() as eval_meter:
+    with CostMeter(config.cost) as eval_meter:
         if is_ensemble:
             member_probas = learner.member_probas(data.test)
             proba = learner.combine(member_probas)
@@ -146,6 +146,11 @@ def run_arm(config: StudyConfig, arm: ArmConfig, data: StudyData, arm_dir: Path)
             **eval_meter.as_dict("eval"),
             "eval_pairs": len(data.test),
             "peak_rss_mb": round(max(train_meter.peak_rss_mb, eval_meter.peak_rss_mb), 1),
+            "energy": {
+                "country": config.cost.country.upper(),
+                "carbon_intensity_setting_g_per_kwh": config.cost.carbon_intensity_g_per_kwh,
+                "tracked": train_meter.energy is not None,
+            },
             "size_on_disk_mb": round(directory_size(model_dir) / 1e6, 3),
         },
         "training": {"history": getattr(learner, "history_", None)},
@@ -157,6 +162,7 @@ def run_arm(config: StudyConfig, arm: ArmConfig, data: StudyData, arm_dir: Path)
     throughput = measure_throughput(learner.predict_proba, data.test)
     result["cost"]["inference_pairs_per_s"] = throughput["pairs_per_s"]
     result["cost"]["inference_batch_pairs"] = throughput["pairs"]
+    result["cost"].update(measure_latency(learner.predict_proba, data.test))
     if is_ensemble:
         sizes = list(range(1, len(member_probas) + 1))
         result["curves"]["size"] = {"k": sizes, "accuracy": learner.size_curve(member_probas, y_true)}

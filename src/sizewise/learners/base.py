@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -13,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sizewise.data.labels import SCHEMES, LabelScheme
 from sizewise.data.pairs import PairData
 from sizewise.errors import ConfigError, ModelError
+from sizewise.files import read_json_file
 
 LEARNER_FILE = "learner.json"
 
@@ -116,6 +116,12 @@ def learner_spec_problems(spec: Any, where: str = "learner") -> list[str]:
     return []
 
 
+def learner_config_class(kind: str) -> type[LearnerConfig]:
+    """The settings class of a registered learner kind (KeyError for an unknown kind)."""
+    _ensure_builtin_kinds()
+    return LEARNERS[kind].config_cls
+
+
 def create_learner(spec: dict[str, Any]) -> Learner:
     """Build an unfitted learner from ``{"kind": ..., **settings}``; bad specs raise ConfigError."""
     problems = learner_spec_problems(spec)
@@ -130,10 +136,7 @@ def read_learner_meta(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / LEARNER_FILE
     if not path.is_file():
         raise ModelError(f"{directory}: not a saved sizewise model (no {LEARNER_FILE})")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc})") from None
+    meta = read_json_file(path, ModelError, "JSON file")
     if not isinstance(meta, dict) or "kind" not in meta:
         raise ModelError(f"{path}: field 'kind' is missing")
     return meta

@@ -52,9 +52,89 @@ def plot_size_curves(results: list[dict[str, Any]], path: Path) -> bool:
         ax.set_title(r["description"], fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
+    _save(fig, path)
+    return True
+
+
+def pareto_front(costs: list[float], scores: list[float], *, lower_cost_is_better: bool = True) -> list[int]:
+    """Indices of the points no other point beats on both cost and score (ties kept), ordered by cost."""
+    sign = 1.0 if lower_cost_is_better else -1.0
+    front = []
+    for i, (ci, si) in enumerate(zip(costs, scores)):
+        dominated = any(
+            sign * cj <= sign * ci and sj >= si and (sign * cj < sign * ci or sj > si)
+            for j, (cj, sj) in enumerate(zip(costs, scores))
+            if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: sign * costs[i])
+
+
+#: The trade-off plots of the report: file, cost field, axis label, log scale, lower cost is better.
+TRADEOFFS: list[tuple[str, str, str, bool, bool]] = [
+    ("accuracy_vs_parameters.png", "parameters_total", "parameters (log scale)", True, True),
+    ("accuracy_vs_energy.png", "train_energy_kwh", "training energy, kWh (log scale)", True, True),
+    ("accuracy_vs_throughput.png", "inference_pairs_per_s", "CPU inference, pairs/s (log scale)", True, False),
+]
+
+
+def plot_tradeoff(
+    results: list[dict[str, Any]], field: str, xlabel: str, path: Path, *, log: bool, lower_is_better: bool
+) -> bool:
+    """Test accuracy (with its interval) against one cost of every arm, the Pareto frontier drawn.
+    Returns False (and writes nothing) when no arm has the cost."""
+    points = [(r, r["cost"].get(field)) for r in results]
+    points = [(r, float(x)) for r, x in points if x is not None and (x > 0 or not log)]
+    if not points:
+        return False
+    xs = [x for _, x in points]
+    ys = [r["metrics"]["accuracy"] for r, _ in points]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (r, x), y in zip(points, ys):
+        lo, hi = r["intervals"]["accuracy"]
+        ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt="o", capsize=3, label=r["description"])
+    front = pareto_front(xs, ys, lower_cost_is_better=lower_is_better)
+    if len(front) > 1:
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="grey", lw=1, label="Pareto frontier")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    better = "left" if lower_is_better else "right"
+    ax.set_title(f"better: up and to the {better}", fontsize=9)
+    _save(fig, path)
+    return True
+
+
+def plot_confusions(results: list[dict[str, Any]], path: Path) -> bool:
+    """One confusion-matrix heat map per arm (rows: true label, columns: predicted)."""
+    if not results:
+        return False
+    n = len(results)
+    fig, axes = plt.subplots(1, n, figsize=(3.3 * n, 3.4), squeeze=False)
+    for ax, r in zip(axes[0], results):
+        cm = r["confusion_matrix"]
+        labels = [lab[:10] for lab in r["data"]["labels"]]
+        ax.imshow(cm, cmap="Blues")
+        top = max(max(row) for row in cm) or 1
+        for i, row in enumerate(cm):
+            for j, v in enumerate(row):
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if v > top / 2 else "black")
+        ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+        ax.set_title(r["description"], fontsize=8)
+    _save(fig, path)
+    return True
+
+
+def _save(fig: Any, path: Path) -> None:
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
-    return True

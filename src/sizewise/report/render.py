@@ -1,4 +1,4 @@
-"""``report.md`` (and the PNG it shows) from the result JSON files of a run folder."""
+"""``report.md`` and ``report.html`` (and the PNGs they show) from the result JSON files of a run folder."""
 
 from __future__ import annotations
 
@@ -7,12 +7,27 @@ from pathlib import Path
 from typing import Any
 
 from sizewise.errors import SizewiseError
-from sizewise.files import atomic_write_text
-from sizewise.report.plots import plot_size_curves
-from sizewise.report.tables import fmt_number, fmt_p, main_table, paired_tests
+from sizewise.files import atomic_write_text, read_json_file
+from sizewise.report.document import Bullets, Document, Heading, Image, Paragraph, Table, to_html, to_markdown
+from sizewise.report.plots import TRADEOFFS, plot_confusions, plot_size_curves, plot_tradeoff
+from sizewise.report.tables import (
+    cost_table,
+    fmt_number,
+    fmt_p,
+    main_table,
+    paired_tests,
+    significance_matrix,
+    verdict,
+)
 
 RESULT_FILE = "result.json"
 SIZE_CURVE_PNG = "size_curve.png"
+CONFUSION_PNG = "confusion_matrices.png"
+TRADEOFF_ALTS = [
+    ("accuracy_vs_parameters.png", "accuracy against parameters"),
+    ("accuracy_vs_energy.png", "accuracy against training energy"),
+    ("accuracy_vs_throughput.png", "accuracy against inference throughput"),
+]
 
 
 def load_results(run_dir: str | Path, order: list[str] | None = None) -> list[dict[str, Any]]:
@@ -22,13 +37,7 @@ def load_results(run_dir: str | Path, order: list[str] | None = None) -> list[di
         raise SizewiseError(f"{run_dir}: no such run folder")
     results = []
     for path in sorted(run_dir.glob(f"*/{RESULT_FILE}")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SizewiseError(f"{path}: not a valid result file ({exc})") from None
-        if not isinstance(record, dict) or not str(record.get("schema", "")).startswith("sizewise.result/"):
-            raise SizewiseError(f"{path}: not a sizewise result file (field 'schema' missing)")
-        results.append(record)
+        results.append(load_arm(path))
     if not results:
         raise SizewiseError(f"{run_dir}: no */{RESULT_FILE} files; run `sizewise study run` first")
     if order:
@@ -37,51 +46,79 @@ def load_results(run_dir: str | Path, order: list[str] | None = None) -> list[di
     return results
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+def load_arm(path: str | Path, arm: str | None = None) -> dict[str, Any]:
+    """One arm's result record from a result.json file, an arm folder, or a run folder + ``arm``."""
+    path = Path(path)
+    if path.is_dir() and not (path / RESULT_FILE).is_file():
+        if arm is None:
+            names = sorted(p.parent.name for p in path.glob(f"*/{RESULT_FILE}"))
+            if len(names) != 1:
+                raise SizewiseError(
+                    f"{path}: a run folder with arms {', '.join(names) or '(none)'}; name one with --arm "
+                    "or give the arm's folder"
+                )
+            arm = names[0]
+        path = path / arm
+    if path.is_dir():
+        path = path / RESULT_FILE
+    record = read_json_file(path, SizewiseError, "result file")
+    if not isinstance(record, dict) or not str(record.get("schema", "")).startswith("sizewise.result/"):
+        raise SizewiseError(f"{path}: not a sizewise result file (field 'schema' missing)")
+    return record
 
 
-def render_markdown(results: list[dict[str, Any]], baseline: str, has_curve_png: bool) -> str:
-    """The whole report as Markdown."""
+def _diff_cell(t: dict[str, Any]) -> str:
+    lo, hi = t["interval"]
+    return f"{100 * t['accuracy_difference']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def build_document(results: list[dict[str, Any]], baseline: str, images: dict[str, bool]) -> Document:
+    """The report's blocks, from the result records alone; ``images`` says which PNGs were written."""
     first = results[0]
     data = first["data"]
-    parts = [f"# {first['study']}", ""]
+    doc = Document(first["study"])
     test, train = data["test"], data["train"]
-    parts.append(
-        f"Trained on {train['rows']:,} pairs of `{train['source']}`, scored on {test['rows']:,} pairs of "
-        f"`{test['source']}`, labels {', '.join(data['labels'])} (`{data['scheme']}`)."
+    doc.add(
+        Paragraph(
+            f"Trained on {train['rows']:,} pairs of {train['source']}, scored on {test['rows']:,} pairs of "
+            f"{test['source']}, labels {', '.join(data['labels'])} ({data['scheme']})."
+        )
     )
-    parts += ["", "## Quality and size", ""]
+    doc.add(Heading("Verdict"), Bullets(verdict(results)))
+    doc.add(Heading("Quality and size"))
     header, rows = main_table(results)
-    parts.append(_md_table(header, rows))
+    doc.add(Table(header, rows))
     level = first["intervals"]["level"]
-    parts.append(
-        f"\nIntervals: {100 * level:.0f}% percentile bootstrap over test pairs "
-        f"({first['intervals']['resamples']} resamples)."
+    doc.add(
+        Paragraph(
+            f"Intervals: {100 * level:.0f}% percentile bootstrap over test pairs "
+            f"({first['intervals']['resamples']} resamples)."
+        )
     )
+    doc.add(Heading("Cost"))
+    header, rows = cost_table(results)
+    doc.add(Table(header, rows))
+    doc.add(Paragraph(_energy_note(results)))
     tests = paired_tests(results, baseline)
     if tests:
-        parts += ["", f"## Against the baseline ({baseline})", ""]
+        doc.add(Heading(f"Against the baseline ({baseline})"))
         trows = []
         for t in tests:
             if "note" in t:
                 trows.append([t["description"], t["note"], "", "", ""])
                 continue
-            lo, hi = t["interval"]
-            verdict = "yes" if t["significant"] else "no — the difference may be chance"
+            verdict_cell = "yes" if t["significant"] else "no — the difference may be chance"
             trows.append(
                 [
                     t["description"],
-                    f"{100 * t['accuracy_difference']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]",
+                    _diff_cell(t),
                     f"{t['arm_only_right']} / {t['baseline_only_right']}",
                     fmt_p(t["mcnemar_p"]),
-                    verdict,
+                    verdict_cell,
                 ]
             )
-        parts.append(
-            _md_table(
+        doc.add(
+            Table(
                 [
                     "arm",
                     "Δ accuracy vs baseline [95% CI]",
@@ -92,62 +129,117 @@ def render_markdown(results: list[dict[str, Any]], baseline: str, has_curve_png:
                 trows,
             )
         )
+    if len(results) > 2:
+        doc.add(Heading("Significance between every two arms"))
+        header, rows = significance_matrix(results)
+        doc.add(Table(header, rows), Paragraph("Exact McNemar p-values on the same test pairs; * marks p < 0.05."))
+    plots = [(f, alt) for f, alt in TRADEOFF_ALTS if images.get(f)]
+    if plots:
+        doc.add(Heading("Quality against cost"))
+        doc.add(Paragraph("Each point is an arm with its 95% interval; the dashed line joins the Pareto frontier."))
+        doc.add(*(Image(f, alt) for f, alt in plots))
     ensembles = [r for r in results if r.get("curves", {}).get("size")]
     if ensembles:
-        parts += ["", "## Ensemble size curve", ""]
-        if has_curve_png:
-            parts.append(f"![ensemble accuracy against the number of learners]({SIZE_CURVE_PNG})\n")
+        doc.add(Heading("Ensemble size curve"))
+        if images.get(SIZE_CURVE_PNG):
+            doc.add(Image(SIZE_CURVE_PNG, "ensemble accuracy against the number of learners"))
+        items = []
         for r in ensembles:
             accs = r["curves"]["size"]["accuracy"]
             best = max(range(len(accs)), key=accs.__getitem__)
-            parts.append(
-                f"- **{r['description']}**: accuracy with 1…{len(accs)} learners: "
+            items.append(
+                f"{r['description']}: accuracy with 1…{len(accs)} learners: "
                 + ", ".join(fmt_number(a) for a in accs)
                 + f" (best {fmt_number(accs[best])} at {best + 1})."
             )
-        parts += ["", "## Ensemble diversity", ""]
-        parts.append(
-            "For the normalized geometric mean, ensemble cross-entropy = mean member cross-entropy − "
-            "diversity (mean KL from the ensemble to each member); Wood et al., JMLR 2023.\n"
+        doc.add(Bullets(items))
+        doc.add(Heading("Ensemble diversity"))
+        doc.add(
+            Paragraph(
+                "For the normalized geometric mean, ensemble cross-entropy = mean member cross-entropy − "
+                "diversity (mean KL from the ensemble to each member); Wood et al., JMLR 2023."
+            )
         )
-        drows = []
-        for r in ensembles:
-            d = r.get("diversity", {})
-            if d:
-                drows.append(
-                    [
-                        r["description"],
-                        fmt_number(d["ensemble_ce"], 4),
-                        fmt_number(d["member_ce"], 4),
-                        fmt_number(d["diversity"], 4),
-                    ]
-                )
-        parts.append(_md_table(["arm", "ensemble CE", "mean member CE", "diversity"], drows))
-    parts += ["", "## Confusion matrices (rows: true, columns: predicted)", ""]
+        drows = [
+            [
+                r["description"],
+                fmt_number(r["diversity"]["ensemble_ce"], 4),
+                fmt_number(r["diversity"]["member_ce"], 4),
+                fmt_number(r["diversity"]["diversity"], 4),
+            ]
+            for r in ensembles
+            if r.get("diversity")
+        ]
+        doc.add(Table(["arm", "ensemble CE", "mean member CE", "diversity"], drows))
+    doc.add(Heading("Confusion matrices (rows: true, columns: predicted)"))
+    if images.get(CONFUSION_PNG):
+        doc.add(Image(CONFUSION_PNG, "confusion matrices"))
     for r in results:
         labels = r["data"]["labels"]
         cm_rows = [[labels[i]] + [str(c) for c in row] for i, row in enumerate(r["confusion_matrix"])]
-        parts += [f"**{r['description']}**", "", _md_table([""] + labels, cm_rows), ""]
+        doc.add(Table(["", *labels], cm_rows, caption=r["description"]))
     env = first.get("environment", {})
-    parts += [
-        "## Environment",
-        "",
-        f"sizewise {env.get('sizewise')}, Python {env.get('python')}, torch {env.get('torch')}; "
-        f"{env.get('cpu')} ({env.get('cpu_count')} cores){', GPU ' + env['gpu'] if env.get('gpu') else ''}; "
-        f"commit {env.get('git_commit')}.",
-        "",
-        "Every number here is read from the arms' `result.json` files; `sizewise report` re-renders it.",
-        "",
-    ]
-    return "\n".join(parts)
+    doc.add(
+        Heading("Environment"),
+        Paragraph(
+            f"sizewise {env.get('sizewise')}, Python {env.get('python')}, torch {env.get('torch')}; "
+            f"{env.get('cpu')} ({env.get('cpu_count')} cores){', GPU ' + env['gpu'] if env.get('gpu') else ''}; "
+            f"commit {env.get('git_commit')}."
+        ),
+        Paragraph("Every number here is read from the arms' result.json files; sizewise report re-renders it."),
+    )
+    return doc
+
+
+def _energy_note(results: list[dict[str, Any]]) -> str:
+    tracked = [r for r in results if r["cost"].get("train_energy_kwh") is not None]
+    if not tracked:
+        return "Energy and CO2 were not measured (codecarbon missing or energy tracking turned off)."
+    c = tracked[0]["cost"]
+    how = (
+        "read from the machine's power counters"
+        if all(r["cost"].get("train_measured") for r in tracked)
+        else "estimated (est.): this machine has no power counters, so codecarbon estimated CPU power from its "
+        "load and rated power (TDP) and RAM power from its size"
+    )
+    intensity = c.get("train_carbon_intensity_g_per_kwh")
+    grid = f"{intensity:.0f} g CO2e/kWh" if intensity else "unknown intensity"
+    return (
+        f"Energy: {how}; whole machine, training only. CO2 = energy × the grid intensity of "
+        f"{c.get('train_country')} ({grid}; set cost: country or carbon_intensity_g_per_kwh in the study). "
+        f"Throughput: pairs per second in one predict call of {c.get('inference_batch_pairs')} pairs after a "
+        "warm-up; latency: one pair per call."
+    )
+
+
+def render_markdown(results: list[dict[str, Any]], baseline: str, images: dict[str, bool]) -> str:
+    """The whole report as Markdown."""
+    return to_markdown(build_document(results, baseline, images))
+
+
+def study_record(run_dir: Path) -> dict[str, Any] | None:
+    """The study.json a study run leaves in its folder (arm order, baseline), if readable."""
+    try:
+        record = json.loads((run_dir / "study.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def write_report(run_dir: str | Path, *, baseline: str | None = None, order: list[str] | None = None) -> Path:
-    """Write ``report.md`` (and ``size_curve.png``) into ``run_dir``; returns the report path."""
+    """Write ``report.md``, ``report.html`` and their PNGs into ``run_dir``; returns the Markdown path."""
     run_dir = Path(run_dir)
+    study = study_record(run_dir)
+    if order is None and study:
+        order = [a["name"] for a in study.get("arms", [])]
     results = load_results(run_dir, order)
-    baseline = baseline or results[0]["arm"]
-    has_png = plot_size_curves(results, run_dir / SIZE_CURVE_PNG)
+    baseline = baseline or (study or {}).get("evaluation", {}).get("baseline") or results[0]["arm"]
+    images = {SIZE_CURVE_PNG: plot_size_curves(results, run_dir / SIZE_CURVE_PNG)}
+    for file, field, label, log, lower in TRADEOFFS:
+        images[file] = plot_tradeoff(results, field, label, run_dir / file, log=log, lower_is_better=lower)
+    images[CONFUSION_PNG] = plot_confusions(results, run_dir / CONFUSION_PNG)
+    doc = build_document(results, baseline, images)
+    atomic_write_text(run_dir / "report.html", to_html(doc, run_dir))
     path = run_dir / "report.md"
-    atomic_write_text(path, render_markdown(results, baseline, has_png))
+    atomic_write_text(path, to_markdown(doc))
     return path

@@ -111,3 +111,158 @@ def paired_tests(results: list[dict[str, Any]], baseline: str, *, seed: int = 0)
 def fmt_p(p: float) -> str:
     """A p-value as text: ``< 0.001`` or three significant digits."""
     return "< 0.001" if p < 0.001 else f"{p:.3g}"
+
+
+def fmt_ratio(ratio: float, less: str, more: str) -> str:
+    """``6× less`` / ``2.5× more`` / ``about the same`` for a cost ratio arm / reference."""
+    if not np.isfinite(ratio) or ratio <= 0:
+        return "–"
+    if 0.9 <= ratio <= 1.1:
+        return "about the same"
+    return f"{1 / ratio:.1f}× {less}" if ratio < 1 else f"{ratio:.1f}× {more}"
+
+
+def _energy(cost: dict[str, Any], prefix: str) -> float | None:
+    value = cost.get(f"{prefix}_energy_kwh")
+    return float(value) if value is not None else None
+
+
+def cost_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the cost table: time, energy, CO2, memory, size, throughput, latency."""
+    from sizewise.cost.energy import fmt_energy
+
+    header = [
+        "arm",
+        "params",
+        "train time",
+        "train CPU time",
+        "train energy",
+        "train CO2",
+        "peak memory",
+        "size on disk",
+        "inference pairs/s (batch)",
+        "latency p50 / p95",
+    ]
+    rows = []
+    for r in results:
+        c = r["cost"]
+        co2 = c.get("train_co2_kg")
+        latency = (
+            f"{c['latency_p50_ms']:.1f} / {c['latency_p95_ms']:.1f} ms" if c.get("latency_p50_ms") is not None else "–"
+        )
+        gpu = f" + {c['train_peak_gpu_mb']:,.0f} MB GPU" if c.get("train_peak_gpu_mb") is not None else ""
+        rows.append(
+            [
+                r["description"],
+                fmt_params(c),
+                fmt_seconds(c["train_seconds"]),
+                fmt_seconds(c["train_cpu_seconds"]),
+                fmt_energy(_energy(c, "train")) + ("" if c.get("train_measured", True) else " (est.)"),
+                "–" if co2 is None else f"{co2 * 1000:.2f} g",
+                f"{c['peak_rss_mb']:,.0f} MB{gpu}",
+                f"{c['size_on_disk_mb']:.1f} MB",
+                f"{c['inference_pairs_per_s']:,.0f} ({c['inference_batch_pairs']})",
+                latency,
+            ]
+        )
+    return header, rows
+
+
+def significance_matrix(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Exact McNemar p-values between every two arms scored on the same test pairs."""
+    header = ["", *[r["arm"] for r in results]]
+    rows = []
+    for a in results:
+        row = [a["arm"]]
+        for b in results:
+            if a is b:
+                row.append("·")
+            elif a["data"]["test"]["fingerprint"] != b["data"]["test"]["fingerprint"]:
+                row.append("n/a")
+            else:
+                p = mcnemar_exact(a["predictions"]["y_true"], a["predictions"]["y_pred"], b["predictions"]["y_pred"])
+                row.append(fmt_p(p["p_value"]) + (" *" if p["p_value"] < 0.05 else ""))
+        rows.append(row)
+    return header, rows
+
+
+def compare_arms(a: dict[str, Any], b: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
+    """Arm ``a`` against arm ``b`` on the same test pairs: the difference in accuracy and macro-F1
+    with paired-bootstrap intervals, and the exact McNemar test. Raises ValueError when the test
+    sets differ."""
+    if a["data"]["test"]["fingerprint"] != b["data"]["test"]["fingerprint"]:
+        raise ValueError(
+            f"{a['arm']} and {b['arm']} were scored on different test sets "
+            f"({a['data']['test']['source']} vs {b['data']['test']['source']}): "
+            "a paired comparison needs the same pairs"
+        )
+    y = np.asarray(a["predictions"]["y_true"])
+    pa, pb = np.asarray(a["predictions"]["y_pred"]), np.asarray(b["predictions"]["y_pred"])
+    k = len(a["data"]["labels"])
+    out: dict[str, Any] = {"a": a["arm"], "b": b["arm"], "pairs": int(y.size), "metrics": {}}
+    for metric in ("accuracy", "f1_macro"):
+        boot = paired_bootstrap(y, pa, pb, k, metric=metric, seed=seed)
+        out["metrics"][metric] = {
+            "a": a["metrics"][metric],
+            "b": b["metrics"][metric],
+            "difference": boot["difference"],
+            "interval": list(boot["interval"]),
+            "bootstrap_p": boot["p_value"],
+        }
+    out["mcnemar"] = mcnemar_exact(y, pa, pb)
+    return out
+
+
+def verdict(results: list[dict[str, Any]]) -> list[str]:
+    """Plain-language sentences computed from the numbers: every arm against the most accurate
+    one (difference with its interval's half-width, significance, training energy or time,
+    parameters, inference throughput), then the cheapest arm that is not significantly worse."""
+    if not results:
+        return []
+    best = max(results, key=lambda r: r["metrics"]["accuracy"])
+    lo, hi = best["intervals"]["accuracy"]
+    lines = [
+        f"The most accurate arm is {best['description']}: accuracy {best['metrics']['accuracy']:.3f} "
+        f"[{lo:.3f}, {hi:.3f}]."
+    ]
+    bc = best["cost"]
+    use_energy = all(_energy(r["cost"], "train") is not None for r in results)
+    candidates = [best]
+    for r in sorted(results, key=lambda r: -r["metrics"]["accuracy"]):
+        if r is best:
+            continue
+        try:
+            cmp = compare_arms(r, best)
+        except ValueError:
+            lines.append(f"{r['description']} was scored on another test set and is not compared.")
+            continue
+        acc = cmp["metrics"]["accuracy"]
+        d, (dlo, dhi) = 100 * acc["difference"], (100 * acc["interval"][0], 100 * acc["interval"][1])
+        p = cmp["mcnemar"]["p_value"]
+        c = r["cost"]
+        if use_energy:
+            train_cost = fmt_ratio(_energy(c, "train") / max(_energy(bc, "train") or 0.0, 1e-12), "less", "more")
+            train_cost += " training energy"
+        else:
+            train_cost = fmt_ratio(c["train_seconds"] / max(bc["train_seconds"], 1e-9), "less", "more")
+            train_cost += " training time"
+        params = fmt_ratio(c["parameters_total"] / max(bc["parameters_total"], 1), "fewer", "more")
+        speed = fmt_ratio(c["inference_pairs_per_s"] / max(bc["inference_pairs_per_s"], 1e-9), "lower", "higher")
+        significance = f"significant, McNemar p {fmt_p(p)}" if p < 0.05 else f"not significant, McNemar p {fmt_p(p)}"
+        lines.append(
+            f"{r['description']} is {abs(d):.1f} pts (± {(dhi - dlo) / 2:.1f}) {'below' if d < 0 else 'above'} "
+            f"{best['description']} ({significance}) at {train_cost}, {params} parameters and "
+            f"{speed} inference throughput."
+        )
+        if p >= 0.05:
+            candidates.append(r)
+    if len(candidates) > 1:
+        key = "train_energy_kwh" if use_energy else "train_seconds"
+        cheapest = min(candidates, key=lambda r: r["cost"][key])
+        who = f"{cheapest['description']} is" if cheapest is not best else f"{best['description']} is also"
+        lines.append(
+            f"{who} the cheapest to train of the arms not significantly less accurate than {best['description']}."
+        )
+    else:
+        lines.append(f"Every other arm is significantly less accurate than {best['description']}.")
+    return lines
