@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from conftest import TINY_BILSTM, keyword_pairs, run_cli
+from conftest import SHARED_DATA, TINY_BILSTM, keyword_pairs, run_cli
 from sizewise.config import StudyConfig
 from sizewise.cost.energy import fmt_energy, set_tracker_factory
 from sizewise.report.plots import pareto_front
@@ -22,6 +23,8 @@ from sizewise.report.render import load_results
 from sizewise.report.tables import compare_arms, fmt_count, fmt_ratio, verdict
 from sizewise.study import run_study
 from test_cost import FakeTracker
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write_tsv(path: Path, data: Any) -> Path:
@@ -176,8 +179,25 @@ _PROBE = (
 )
 
 
+@pytest.fixture(scope="module")
+def quickstart_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """configs/quickstart.yaml as shipped (BiLSTM, 5 bagged BiLSTMs, MiniLM-L6 + LoRA), on 240 / 60 /
+    90 SNLI pairs instead of 8,000 / 1,000 / 3,000 so that it runs in seconds."""
+    raw = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+    raw["data"].update(train_size=240, dev_size=60, test_size=90)
+    raw["output"] = str(tmp_path_factory.mktemp("quickstart") / "run")
+    set_tracker_factory(FakeTracker)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("SIZEWISE_DATA", str(SHARED_DATA))
+            return run_study(StudyConfig.model_validate(raw))
+    finally:
+        set_tracker_factory(None)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt install chromium)")
-def test_report_opens_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
+def test_quickstart_report_opens_in_headless_chromium(quickstart_dir: Path, tmp_path: Path) -> None:
+    run_dir = quickstart_dir
     # The report itself has no script; a copy gets a probe that records, after loading, how many
     # images there are and how many decoded with a size and take up room on the page.
     probe = tmp_path / "probe.html"
@@ -192,6 +212,7 @@ def test_report_opens_in_headless_chromium(run_dir: Path, tmp_path: Path) -> Non
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     n = len(list(run_dir.glob("*.png")))
+    assert n == 5  # size curve, three quality-against-cost plots, confusion matrices
     assert f'data-images="{n}/{n}"' in proc.stdout
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
     assert console == [], console
