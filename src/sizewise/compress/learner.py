@@ -82,7 +82,8 @@ class CompressedConfig(LearnerConfig):
         default_factory=lambda: [QuantizeStep()],
         min_length=1,
         description="Transforms applied in order after training: {transform: prune, sparsity, method}, "
-        "{transform: prune_structured, fraction}, {transform: quantize_int8} (last).",
+        "{transform: prune_structured, fraction}, {transform: recover, epochs, learning_rate} (fine-tunes on "
+        "the training pairs, pruned weights kept at zero), {transform: quantize_int8} (last).",
     )
     seed: int | None = Field(None, description="Overrides the base learner's seed (an ensemble sets it per member).")
 
@@ -147,7 +148,7 @@ class CompressedLearner:
         if sample_weight is not None:
             kwargs["sample_weight"] = sample_weight
         base.fit(train, dev, **kwargs)
-        self._take(base, _apply(base, self.config.steps, []))
+        self._take(base, _apply(base, self.config.steps, [], train))
         return self
 
     # -- prediction -------------------------------------------------------------------------
@@ -219,7 +220,10 @@ class CompressedLearner:
             base_dir = Path(tmp) / BASE_FOLDER
             shutil.copytree(directory / BASE_FOLDER, base_dir)
             save_file(dense_state(state), str(base_dir / _BASE_WEIGHTS), metadata={"format": "pt"})
-            base = load_learner(base_dir)
+            try:
+                base = load_learner(base_dir)
+            except ModelError as exc:  # name the saved folder, not the temporary copy
+                raise ModelError(str(exc).replace(str(base_dir), str(directory / BASE_FOLDER))) from None
         if base.kind not in MODEL_ATTRIBUTE:
             raise ModelError(f"{directory}: the base learner is a {base.kind!r}, which cannot be compressed")
         model = torch_model(base)
@@ -228,12 +232,14 @@ class CompressedLearner:
             model.to("cpu")  # int8 kernels run on the CPU only
             install_quantized(model, names, {k: v for k, v in state.items() if v.is_quantized})
         settings = dict(meta.get("config", {}))
+        try:
+            steps = [parse_step(s) for s in settings.get("steps", [])]
+        except ConfigError as exc:
+            raise ModelError(f"{directory / LEARNER_FILE}: {exc}") from None
         # The recipe is kept as written: its base spec may name files (word vectors, a model folder)
         # that the saved network no longer needs.
         config = CompressedConfig.model_construct(
-            base=settings.get("base", _spec(base)),
-            steps=[parse_step(s) for s in settings.get("steps", [])],
-            seed=settings.get("seed"),
+            base=settings.get("base", _spec(base)), steps=steps, seed=settings.get("seed")
         )
         learner = cls._wrap(base, list(meta.get("transforms", [])), config)
         if learner.scheme_.name != scheme_from_meta(meta).name:
@@ -251,26 +257,29 @@ def _count(model: torch.nn.Module) -> dict[str, int]:
     return {"total": total, "trainable": floating, "nonzero": nonzero}
 
 
-def _apply(base: Any, steps: Sequence[Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _apply(
+    base: Any, steps: Sequence[Any], records: list[dict[str, Any]], train: PairData | None = None
+) -> list[dict[str, Any]]:
     """Apply ``steps`` to ``base`` (changed in place); returns ``records`` extended by theirs."""
     records = list(records)
     merged = merge_adapter(base)
     if merged is not None:
         records.append(merged)
     for step in steps:
-        records.append(apply_step(base, parse_step(step)))
+        records.append(apply_step(base, parse_step(step), train))
     return records
 
 
 # --- the transforms ------------------------------------------------------------------------------
 
 
-def compress(learner: Any, steps: Sequence[Any]) -> Any:
+def compress(learner: Any, steps: Sequence[Any], train: PairData | None = None) -> Any:
     """A compressed copy of a fitted learner (``learner`` itself is left as it was).
 
-    ``steps``: step models or dicts (``{"transform": "prune", "sparsity": 0.5}``, ...). A bilstm /
-    transformer / compressed learner gives a :class:`CompressedLearner`; an ensemble gives an
-    ensemble whose members are compressed, each on its own.
+    ``steps``: step models or dicts (``{"transform": "prune", "sparsity": 0.5}``, ...); ``train``:
+    the pairs a ``recover`` step fine-tunes on. A bilstm / transformer / compressed learner gives a
+    :class:`CompressedLearner`; an ensemble gives an ensemble whose members are compressed, each on
+    its own.
     """
     from sizewise.ensembles.ensemble import EnsembleLearner
 
@@ -279,7 +288,7 @@ def compress(learner: Any, steps: Sequence[Any]) -> Any:
     if isinstance(learner, EnsembleLearner):
         learner._check_fitted()
         out = copy.copy(learner)
-        out.learners_ = [compress(member, parsed) for member in learner.learners_]
+        out.learners_ = [compress(member, parsed, train) for member in learner.learners_]
         dumped = [s.model_dump() for s in parsed]
         spec = dict(learner.config.base)
         spec = (
@@ -292,15 +301,15 @@ def compress(learner: Any, steps: Sequence[Any]) -> Any:
     if isinstance(learner, CompressedLearner):
         learner._check_fitted()
         base, records = copy.deepcopy(learner.base_), learner.transforms_
-        recipe, done = learner.config.base, list(learner.config.steps)
+        recipe, done, seed = learner.config.base, list(learner.config.steps), learner.config.seed
     elif kind in MODEL_ATTRIBUTE:
         learner._check_fitted()
-        base, records, recipe, done = copy.deepcopy(learner), [], _spec(learner), []
+        base, records, recipe, done, seed = copy.deepcopy(learner), [], _spec(learner), [], None
     else:
         supported = ", ".join([*MODEL_ATTRIBUTE, "compressed", "ensemble"])
         raise ConfigError("compress", [f"a {kind!r} learner cannot be compressed; supported: {supported}"])
-    records = _apply(base, parsed, records)
-    config = CompressedConfig.model_construct(base=recipe, steps=[*done, *parsed], seed=None)
+    records = _apply(base, parsed, records, train)
+    config = CompressedConfig.model_construct(base=recipe, steps=[*done, *parsed], seed=seed)
     return CompressedLearner._wrap(base, records, config)
 
 
@@ -317,6 +326,12 @@ def prune_structured(learner: Any, fraction: float) -> Any:
     direction (and the MLP's hidden neurons), or a transformer's feed-forward neurons in every layer.
     The matrices really shrink, and the learner's config records the new sizes."""
     return compress(learner, [{"transform": "prune_structured", "fraction": fraction}])
+
+
+def recover(learner: Any, train: PairData, *, epochs: int = 1, learning_rate: float | None = None) -> Any:
+    """Fine-tune a pruned learner on ``train`` for a few ``epochs``, keeping pruned weights at zero
+    (before quantizing: int8 weights do not train). The record holds the loss of every epoch."""
+    return compress(learner, [{"transform": "recover", "epochs": epochs, "learning_rate": learning_rate}], train)
 
 
 def quantize_dynamic_int8(learner: Any) -> Any:

@@ -8,16 +8,21 @@ merged into the weights first, see :func:`merge_adapter`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils import prune as torch_prune
 
 from sizewise.compress.storage import lstm_like, quantized_module_names, quiet_quantization
+from sizewise.data.pairs import PairData
 from sizewise.errors import ConfigError
-from sizewise.learners.base import format_validation_error
+from sizewise.learners.base import check_scheme, format_validation_error
+from sizewise.learners.bilstm import length_bucketed_batches
 
 #: The attribute holding the torch network, per learner kind that can be compressed.
 MODEL_ATTRIBUTE = {"bilstm": "net_", "transformer": "model_"}
@@ -52,15 +57,26 @@ class QuantizeStep(_Step):
     transform: Literal["quantize_int8"] = "quantize_int8"
 
 
-Step = Annotated[PruneStep | StructuredPruneStep | QuantizeStep, Field(discriminator="transform")]
+class RecoverStep(_Step):
+    """Short fine-tuning after pruning on the training pairs; pruned weights stay zero."""
+
+    transform: Literal["recover"] = "recover"
+    epochs: int = Field(1, ge=1, description="Passes over the training pairs.")
+    learning_rate: float | None = Field(
+        None, gt=0, description="Adam learning rate; None: the base learner's own (bilstm 1e-3, full fine-tune 5e-5)."
+    )
+
+
+AnyStep = PruneStep | StructuredPruneStep | QuantizeStep | RecoverStep
+Step = Annotated[AnyStep, Field(discriminator="transform")]
 _STEP = TypeAdapter(Step)
 
 
-def parse_step(spec: Any) -> PruneStep | StructuredPruneStep | QuantizeStep:
+def parse_step(spec: Any) -> AnyStep:
     """A step from ``{"transform": ..., **settings}`` (or a step); bad specs raise ConfigError."""
     if isinstance(spec, _Step):
-        return spec
-    known = ("prune", "prune_structured", "quantize_int8")
+        return spec  # type: ignore[return-value]
+    known = ("prune", "prune_structured", "quantize_int8", "recover")
     source = spec.get("transform") if isinstance(spec, dict) and spec.get("transform") in known else "compress"
     try:
         return _STEP.validate_python(spec)
@@ -97,8 +113,8 @@ def merge_adapter(learner: Any) -> dict[str, Any] | None:
     return {"transform": "merge_adapter", "mode": mode}
 
 
-def apply_step(learner: Any, step: PruneStep | StructuredPruneStep | QuantizeStep) -> dict[str, Any]:
-    """Apply ``step`` to ``learner`` in place; returns the record of what it did."""
+def apply_step(learner: Any, step: AnyStep, train: PairData | None = None) -> dict[str, Any]:
+    """Apply ``step`` to ``learner`` in place (``recover`` trains on ``train``); returns its record."""
     model = torch_model(learner)
     if quantized_module_names(model):
         raise ConfigError(step.transform, [f"the model is already quantized; {step.transform} must come before it"])
@@ -107,6 +123,8 @@ def apply_step(learner: Any, step: PruneStep | StructuredPruneStep | QuantizeSte
         return _prune(model, step)
     if isinstance(step, StructuredPruneStep):
         return _shrink_bilstm(learner, step) if learner.kind == "bilstm" else _shrink_feed_forward(learner, step)
+    if isinstance(step, RecoverStep):
+        return _recover(learner, model, step, train)
     return _quantize(learner, model)
 
 
@@ -273,6 +291,74 @@ def _shrink_feed_forward(learner: Any, step: StructuredPruneStep) -> dict[str, A
         "layers": len(blocks),
         "parameters": [before, float_parameters(model)],
     }
+
+
+# --- recovery ------------------------------------------------------------------------------------
+
+
+def _recover(learner: Any, model: nn.Module, step: RecoverStep, train: PairData | None) -> dict[str, Any]:
+    """Fine-tune every float weight for ``step.epochs`` on ``train`` (Adam, the base learner's batch
+    size and clipping); after each update the pruned weights are set back to zero."""
+    if train is None or len(train) == 0 or not train.has_labels:
+        raise ConfigError("recover", ["needs labelled training pairs (compress(..., train=pairs) or recover(...))"])
+    check_scheme(learner.scheme_, train)
+    cfg = learner.config
+    device = next(model.parameters()).device
+    enc, forward, default_lr = _training_view(learner, model, train, device)
+    lr = step.learning_rate or default_lr
+    masks = [(getattr(mod, name), getattr(mod, name).detach() != 0) for mod, name in prunable_weights(model)]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    labels = torch.from_numpy(train.labels)
+    losses = []
+    model.train()
+    for _ in range(step.epochs):
+        loss_sum = 0.0
+        for idx in length_bucketed_batches(enc.lengths, cfg.batch_size, rng):
+            loss = F.cross_entropy(forward(idx).float(), labels[idx].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            with torch.no_grad():
+                for weight, mask in masks:
+                    weight.mul_(mask)
+            loss_sum += loss.item() * len(idx)
+        losses.append(round(loss_sum / len(train), 6))
+    model.eval()
+    return {
+        "transform": "recover",
+        "epochs": step.epochs,
+        "learning_rate": lr,
+        "pairs": len(train),
+        "train_loss": losses,
+    }
+
+
+def _training_view(
+    learner: Any, model: nn.Module, train: PairData, device: torch.device
+) -> tuple[Any, Callable[[np.ndarray], torch.Tensor], float]:
+    """The encoded pairs (``lengths``, ``batch``), a batch-indices -> logits function, and the learner's
+    learning rate."""
+    if learner.kind == "bilstm":
+        from sizewise.learners import bilstm
+
+        words = bilstm._Encoded(learner.vocab_, train, learner.config.max_length)
+
+        def bilstm_logits(idx: np.ndarray) -> torch.Tensor:
+            return model(*words.batch(idx, device))
+
+        return words, bilstm_logits, learner.config.learning_rate
+    from sizewise.learners import transformer
+
+    tokens = transformer._Encoded(learner.tokenizer_, train, learner._max_length())
+
+    def transformer_logits(idx: np.ndarray) -> torch.Tensor:
+        return model(**tokens.batch(idx, device)).logits
+
+    return tokens, transformer_logits, learner.config.lr
 
 
 # --- quantization --------------------------------------------------------------------------------
