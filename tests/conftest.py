@@ -55,6 +55,10 @@ TINY_SETTINGS: dict[str, dict[str, Any]] = {
     "bilstm": {k: v for k, v in TINY_BILSTM.items() if k != "kind"},
     "ensemble": {"n_learners": 2, "base": TINY_BILSTM},
     "transformer": {k: v for k, v in TINY_TRANSFORMER.items() if k != "kind"},
+    "compressed": {
+        "base": TINY_BILSTM,
+        "steps": [{"transform": "prune", "sparsity": 0.5}, {"transform": "quantize_int8"}],
+    },
 }
 
 #: A dozen hand-written NLI pairs, four of each nli3 label.
@@ -126,6 +130,23 @@ def build_tiny_bert(folder: Path, *, pooler: bool = True, seed: int = 0) -> Path
     BertModel(config, add_pooling_layer=pooler).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def assert_round_trip(learner: Any, data: PairData, folder: Path) -> Any:
+    """Save ``learner`` (safetensors + JSON only, no pickle), load it back and check it is the same:
+    kind, label order, parameter counts and probabilities (within 1e-6). Returns the loaded learner."""
+    from sizewise.learners import load_learner
+
+    learner.save(folder)
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files)
+    assert all(p.suffix in (".safetensors", ".json") for p in files), [p.name for p in files]
+    loaded = load_learner(folder)
+    assert type(loaded) is type(learner)
+    assert tuple(loaded.labels_) == tuple(learner.labels_)
+    assert loaded.parameter_count() == learner.parameter_count()
+    np.testing.assert_allclose(loaded.predict_proba(data), learner.predict_proba(data), rtol=0, atol=1e-6)
+    return loaded
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import TINY_SETTINGS, dozen_pairs
+from conftest import TINY_SETTINGS, assert_round_trip, dozen_pairs
 from sizewise.data.labels import SCHEMES
 from sizewise.ensembles.aggregate import AGGREGATORS
 from sizewise.errors import ConfigError, ModelError
@@ -77,17 +77,7 @@ def test_parameter_count(fitted: dict[str, Any]) -> None:
 
 
 def test_save_load_round_trip(fitted: dict[str, Any], tmp_path: Path) -> None:
-    data, learner = fitted["data"], fitted["learner"]
-    folder = tmp_path / "model"
-    learner.save(folder)
-    files = [p for p in folder.rglob("*") if p.is_file()]
-    assert any(p.suffix == ".safetensors" for p in files)
-    assert all(p.suffix in (".safetensors", ".json") for p in files), [p.name for p in files]
-    loaded = load_learner(folder)
-    assert type(loaded) is type(learner)
-    assert tuple(loaded.labels_) == tuple(learner.labels_)
-    assert loaded.parameter_count() == learner.parameter_count()
-    np.testing.assert_allclose(loaded.predict_proba(data), learner.predict_proba(data), rtol=0, atol=1e-6)
+    assert_round_trip(fitted["learner"], fitted["data"], tmp_path / "model")
 
 
 def test_load_with_missing_weights_is_a_model_error(fitted: dict[str, Any], tmp_path: Path) -> None:

@@ -26,7 +26,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from sizewise import __version__
 from sizewise.data.pairs import PairData
 from sizewise.data.sampling import bootstrap_indices, fraction_indices, weighted_resample_indices
 from sizewise.ensembles.aggregate import AGGREGATORS, diversity_decomposition, get_aggregator
@@ -41,6 +40,7 @@ from sizewise.learners.base import (
     load_learner,
     read_learner_meta,
     register_learner,
+    saved_meta,
     scheme_from_meta,
 )
 
@@ -268,19 +268,8 @@ class EnsembleLearner:
                 name = f"member_{i:03d}"
                 member.save(tmp / name)
                 names.append(name)
-            atomic_write_json(
-                tmp / LEARNER_FILE,
-                {
-                    "kind": self.kind,
-                    "sizewise_version": __version__,
-                    "scheme": self.scheme_.name,
-                    "labels": list(self.scheme_.labels),
-                    "config": self.config.model_dump(),
-                    "members": names,
-                    "weights": self.weights_.tolist(),
-                    "parameters": self.parameter_count(),
-                },
-            )
+            meta = saved_meta(self, members=names, weights=self.weights_.tolist(), parameters=self.parameter_count())
+            atomic_write_json(tmp / LEARNER_FILE, meta)
 
     @classmethod
     def load(cls, directory: str | Path) -> EnsembleLearner:

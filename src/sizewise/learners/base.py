@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from sizewise import __version__
 from sizewise.data.labels import SCHEMES, LabelScheme
 from sizewise.data.pairs import PairData
 from sizewise.errors import ConfigError, ModelError
@@ -75,6 +76,7 @@ def register_learner(kind: str, config_cls: type[LearnerConfig]) -> Callable[[ty
 
 def _ensure_builtin_kinds() -> None:
     # Importing the modules registers their kinds; done lazily so `sizewise.learners.base` stays light.
+    import sizewise.compress.learner  # noqa: F401
     import sizewise.ensembles.ensemble  # noqa: F401
     import sizewise.learners.bilstm  # noqa: F401
     import sizewise.learners.transformer  # noqa: F401
@@ -150,6 +152,19 @@ def load_learner(directory: str | Path) -> Learner:
     if kind not in LEARNERS:
         raise ModelError(f"{directory}: unknown learner kind {kind!r} (known: {', '.join(sorted(LEARNERS))})")
     return LEARNERS[kind].cls.load(directory)
+
+
+def saved_meta(learner: Any, **extra: Any) -> dict[str, Any]:
+    """What every saved ``learner.json`` starts with (kind, version, label scheme and order,
+    settings), followed by the kind's own ``extra`` fields."""
+    return {
+        "kind": learner.kind,
+        "sizewise_version": __version__,
+        "scheme": learner.scheme_.name,
+        "labels": list(learner.scheme_.labels),
+        "config": learner.config.model_dump(),
+        **extra,
+    }
 
 
 def scheme_from_meta(meta: dict[str, Any]) -> LabelScheme:

@@ -21,7 +21,6 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from sizewise import __version__
 from sizewise.data.labels import LabelScheme
 from sizewise.data.pairs import PairData
 from sizewise.errors import ConfigError, ModelError
@@ -32,6 +31,7 @@ from sizewise.learners.base import (
     check_scheme,
     read_learner_meta,
     register_learner,
+    saved_meta,
     scheme_from_meta,
 )
 from sizewise.progress import progress_bar
@@ -322,18 +322,8 @@ class BiLSTMLearner:
             state = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
             save_file(state, str(tmp / _WEIGHTS_FILE))
             (tmp / _VOCAB_FILE).write_text(self.vocab_.to_json(), encoding="utf-8")
-            atomic_write_json(
-                tmp / LEARNER_FILE,
-                {
-                    "kind": self.kind,
-                    "sizewise_version": __version__,
-                    "scheme": self.scheme_.name,
-                    "labels": list(self.scheme_.labels),
-                    "config": self.config.model_dump(),
-                    "parameters": self.parameter_count(),
-                    "history": self.history_,
-                },
-            )
+            meta = saved_meta(self, parameters=self.parameter_count(), history=self.history_)
+            atomic_write_json(tmp / LEARNER_FILE, meta)
 
     @classmethod
     def load(cls, directory: str | Path) -> BiLSTMLearner:

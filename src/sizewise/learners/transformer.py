@@ -28,7 +28,6 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from sizewise import __version__
 from sizewise.data.labels import LabelScheme
 from sizewise.data.pairs import PairData
 from sizewise.distributed import accelerator, rank, shard, world_size
@@ -40,6 +39,7 @@ from sizewise.learners.base import (
     check_scheme,
     read_learner_meta,
     register_learner,
+    saved_meta,
     scheme_from_meta,
 )
 from sizewise.learners.bilstm import length_bucketed_batches
@@ -655,22 +655,18 @@ class TransformerLearner:
         import peft
         import transformers
 
-        return {
-            "kind": self.kind,
-            "sizewise_version": __version__,
-            "scheme": self.scheme_.name,
-            "labels": list(self.scheme_.labels),
-            "config": self.config.model_dump(),
-            "base_model": self.config.model,
-            "base_model_path": self.base_model_,
-            "model_type": self.model_.config.model_type,
-            "target_modules": self.target_modules_,
-            "modules_to_save": self.modules_to_save_,
-            "parameters": self.parameter_count(),
-            "history": self.history_,
-            "best_epoch": self.best_epoch_,
-            "versions": {"transformers": transformers.__version__, "peft": peft.__version__},
-        }
+        return saved_meta(
+            self,
+            base_model=self.config.model,
+            base_model_path=self.base_model_,
+            model_type=self.model_.config.model_type,
+            target_modules=self.target_modules_,
+            modules_to_save=self.modules_to_save_,
+            parameters=self.parameter_count(),
+            history=self.history_,
+            best_epoch=self.best_epoch_,
+            versions={"transformers": transformers.__version__, "peft": peft.__version__},
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> TransformerLearner:

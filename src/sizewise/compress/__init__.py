@@ -1,0 +1,35 @@
+"""Compression of fitted learners: pruning (unstructured and structured), recovery fine-tuning and
+dynamic int8 quantization.
+
+Each transform takes a fitted learner and returns a compressed copy that meets the learner
+contract (``predict_proba``, ``save`` / ``load_learner``, ``parameter_count``, ``labels_``) and is
+saved in a form whose size on disk is the size of the compression (see :mod:`.storage`).
+"""
+
+from sizewise.compress.learner import (
+    CompressedConfig,
+    CompressedLearner,
+    compress,
+    prune,
+    prune_structured,
+    quantize_dynamic_int8,
+    recover,
+)
+from sizewise.compress.storage import read_state, storage_summary
+from sizewise.compress.transforms import PruneStep, QuantizeStep, RecoverStep, StructuredPruneStep
+
+__all__ = [
+    "CompressedConfig",
+    "CompressedLearner",
+    "PruneStep",
+    "QuantizeStep",
+    "RecoverStep",
+    "StructuredPruneStep",
+    "compress",
+    "prune",
+    "prune_structured",
+    "quantize_dynamic_int8",
+    "read_state",
+    "recover",
+    "storage_summary",
+]

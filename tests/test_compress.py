@@ -1,0 +1,419 @@
+"""Compression: pruning (unstructured, structured) and int8 quantization of fitted learners, saved
+so that the size on disk is the size of the compression, and loaded back to identical predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import TINY_BILSTM, TINY_TRANSFORMER, assert_round_trip, dozen_pairs, keyword_pairs
+from sizewise.compress import (
+    CompressedLearner,
+    compress,
+    prune,
+    prune_structured,
+    quantize_dynamic_int8,
+    read_state,
+    recover,
+)
+from sizewise.compress.transforms import prunable_weights, torch_model
+from sizewise.ensembles.ensemble import EnsembleLearner
+from sizewise.errors import ConfigError, ModelError
+from sizewise.learners import create_learner, load_learner
+
+PRUNE_THEN_INT8 = [{"transform": "prune", "sparsity": 0.5}, {"transform": "quantize_int8"}]
+
+
+@pytest.fixture(scope="module")
+def train() -> Any:
+    return keyword_pairs(48)
+
+
+@pytest.fixture(scope="module")
+def bilstm(train: Any) -> Any:
+    return create_learner(TINY_BILSTM).fit(train)
+
+
+@pytest.fixture(scope="module")
+def roomy_bilstm(train: Any) -> Any:
+    """A BiLSTM whose matrices outweigh the file's header, for size-on-disk ratios."""
+    return create_learner({**TINY_BILSTM, "hidden_size": 32, "mlp_hidden": 32}).fit(train)
+
+
+@pytest.fixture(scope="module")
+def transformers(tiny_bert: Path) -> dict[str, Any]:
+    """Tiny BERTs fitted on the dozen: a full fine-tune and a LoRA adapter."""
+    data = dozen_pairs()
+    return {
+        mode: create_learner({**TINY_TRANSFORMER, "model": str(tiny_bert), "mode": mode}).fit(data)
+        for mode in ("full", "lora")
+    }
+
+
+@pytest.fixture(scope="module")
+def ensemble(train: Any) -> Any:
+    return create_learner({"kind": "ensemble", "n_learners": 2, "base": TINY_BILSTM}).fit(train)
+
+
+def _zeros(model: nn.Module) -> tuple[int, int]:
+    weights = [getattr(mod, name).detach() for mod, name in prunable_weights(model)]
+    return sum(int((w == 0).sum()) for w in weights), sum(w.numel() for w in weights)
+
+
+def _stored(folder: Path, include: Any) -> float:
+    """Bytes the selected tensors take in ``compressed.safetensors``, over their float32 bytes."""
+    _, layout = read_state(folder / "compressed.safetensors")
+    chosen = [e for name, e in layout.items() if include(name)]
+    assert chosen
+    return sum(e["bytes"] for e in chosen) / sum(e["fp32_bytes"] for e in chosen)
+
+
+def _matrix(name: str) -> bool:
+    """Linear and LSTM weight matrices (not biases, not embeddings)."""
+    return "weight" in name and "embedding" not in name and "LayerNorm" not in name
+
+
+# --- unstructured pruning ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.9])
+def test_prune_bilstm_reaches_the_sparsity(sparsity: float, bilstm: Any, train: Any, tmp_path: Path) -> None:
+    before = bilstm.predict_proba(train)
+    pruned = prune(bilstm, sparsity)
+    assert isinstance(pruned, CompressedLearner)
+    zeros, total = _zeros(torch_model(pruned.base_))
+    assert abs(zeros / total - sparsity) <= 1 / total
+    (record,) = pruned.transforms_
+    assert record["transform"] == "prune" and record["method"] == "global_magnitude"
+    assert record["reached"] == pytest.approx(zeros / total, abs=1e-6)
+    counts = pruned.parameter_count()
+    assert counts["total"] == bilstm.parameter_count()["total"]
+    assert counts["nonzero"] <= counts["total"] - zeros
+    np.testing.assert_array_equal(bilstm.predict_proba(train), before)  # the original is untouched
+    assert_round_trip(pruned, train, tmp_path / "pruned")
+
+
+def test_layer_magnitude_prunes_every_matrix_alike(bilstm: Any) -> None:
+    pruned = prune(bilstm, 0.5, method="layer_magnitude")
+    for mod, name in prunable_weights(torch_model(pruned.base_)):
+        w = getattr(mod, name)
+        assert abs(float((w == 0).float().mean()) - 0.5) <= 1 / w.numel(), name
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_prune_transformer(mode: str, transformers: dict[str, Any], tmp_path: Path) -> None:
+    data = dozen_pairs()
+    learner = transformers[mode]
+    pruned = prune(learner, 0.4)
+    zeros, total = _zeros(torch_model(pruned.base_))
+    assert abs(zeros / total - 0.4) <= 1 / total
+    steps = [r["transform"] for r in pruned.transforms_]
+    assert steps == (["prune"] if mode == "full" else ["merge_adapter", "prune"])
+    assert pruned.base_.config.mode == "full"
+    assert learner.config.mode == mode  # the original keeps its adapter
+    assert_round_trip(pruned, data, tmp_path / "pruned")
+
+
+def test_merged_adapter_predicts_as_before(transformers: dict[str, Any]) -> None:
+    data = dozen_pairs()
+    merged = prune(transformers["lora"], 0.0)
+    np.testing.assert_allclose(merged.predict_proba(data), transformers["lora"].predict_proba(data), atol=1e-6)
+
+
+# --- structured pruning --------------------------------------------------------------------------
+
+
+def test_prune_structured_bilstm_shrinks_the_matrices(bilstm: Any, train: Any, tmp_path: Path) -> None:
+    small = prune_structured(bilstm, 0.5)
+    net = small.base_.net_
+    assert net.encoder.hidden_size == 4
+    assert net.encoder.weight_ih_l0.shape == (16, 8) and net.encoder.weight_hh_l0_reverse.shape == (16, 4)
+    assert net.classifier[0].weight.shape == (4, 8 * 4)
+    assert net.classifier[3].weight.shape == (3, 4)
+    assert small.base_.config.hidden_size == 4 and small.base_.config.mlp_hidden == 4
+    (record,) = small.transforms_
+    assert record["sizes"] == {"hidden_size": [8, 4], "mlp_hidden": [8, 4]}
+    assert record["parameters"][1] < record["parameters"][0] == bilstm.parameter_count()["total"]
+    assert small.parameter_count()["total"] == record["parameters"][1]
+    loaded = assert_round_trip(small, train, tmp_path / "small")
+    assert loaded.base_.net_.encoder.weight_hh_l0.shape == (16, 4)
+    saved = json.loads((tmp_path / "small" / "base" / "learner.json").read_text())
+    assert saved["config"]["hidden_size"] == 4
+
+
+@torch.no_grad()
+def _kill_units(net: nn.Module, dead: list[int]) -> None:
+    """Zero every weight into and out of the hidden units ``dead`` (all layers, both directions) and
+    of the MLP neurons ``dead``: such units output 0 always, so removing them changes nothing."""
+    lstm, first, last = net.encoder, net.classifier[0], net.classifier[3]
+    h = lstm.hidden_size
+    for name, p in lstm.named_parameters():
+        p[[g * h + j for g in range(4) for j in dead]] = 0  # the units' rows in the four gates
+        if name.startswith("weight_hh"):
+            p[:, dead] = 0  # what the units feed back
+        if name.startswith("weight_ih_l1"):
+            p[:, [d * h + j for d in range(2) for j in dead]] = 0  # what they feed the second layer
+    for b in range(4):
+        for d in range(2):
+            first.weight[:, [b * 2 * h + d * h + j for j in dead]] = 0
+    first.weight[dead] = 0
+    first.bias[dead] = 0
+    last.weight[:, dead] = 0
+
+
+def test_structured_pruning_of_dead_units_is_exact(train: Any, tmp_path: Path) -> None:
+    # Two layers, both directions: the unit bookkeeping across layers and into the MLP is checked
+    # by removing units that contribute nothing, which must leave the predictions as they were.
+    learner = create_learner({**TINY_BILSTM, "num_layers": 2}).fit(train)
+    _kill_units(learner.net_, dead=[1, 6])
+    before = learner.predict_proba(train)
+    small = prune_structured(learner, 0.25)
+    assert small.base_.net_.encoder.hidden_size == 6
+    assert small.base_.net_.encoder.weight_ih_l1.shape == (24, 12)
+    np.testing.assert_allclose(small.predict_proba(train), before, rtol=0, atol=1e-6)
+    assert_round_trip(small, train, tmp_path / "small")
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_prune_structured_transformer_shrinks_the_feed_forward(
+    mode: str, transformers: dict[str, Any], tmp_path: Path
+) -> None:
+    data = dozen_pairs()
+    small = prune_structured(transformers[mode], 0.5)
+    model = small.base_.model_
+    for layer in model.bert.encoder.layer:
+        assert layer.intermediate.dense.weight.shape == (16, 16)
+        assert layer.output.dense.weight.shape == (16, 16)
+    assert model.config.intermediate_size == 16
+    assert small.transforms_[-1]["sizes"] == {"intermediate_size": [32, 16]}
+    loaded = assert_round_trip(small, data, tmp_path / "small")
+    assert loaded.base_.model_.bert.encoder.layer[1].intermediate.dense.out_features == 16
+
+
+@torch.no_grad()
+def test_structured_pruning_of_dead_neurons_is_exact(transformers: dict[str, Any]) -> None:
+    data = dozen_pairs()
+    learner = prune(transformers["full"], 0.0)  # a private copy to edit
+    for layer in learner.base_.model_.bert.encoder.layer:
+        dead = list(range(0, 32, 4))  # 8 of 32 neurons: GELU(0) = 0, so they add nothing
+        layer.intermediate.dense.weight[dead] = 0
+        layer.intermediate.dense.bias[dead] = 0
+        layer.output.dense.weight[:, dead] = 0
+    before = learner.predict_proba(data)
+    small = prune_structured(learner, 0.25)
+    assert small.base_.model_.config.intermediate_size == 24
+    np.testing.assert_allclose(small.predict_proba(data), before, rtol=0, atol=1e-6)
+
+
+# --- quantization --------------------------------------------------------------------------------
+
+
+def test_quantized_bilstm_predicts_like_the_original(bilstm: Any, train: Any, tmp_path: Path) -> None:
+    from torch.ao.nn.quantized import dynamic as nnqd
+
+    q = quantize_dynamic_int8(bilstm)
+    net = q.base_.net_
+    assert isinstance(net.encoder, nnqd.LSTM)
+    assert isinstance(net.classifier[0], nnqd.Linear) and isinstance(net.classifier[3], nnqd.Linear)
+    assert tuple(q.labels_) == tuple(bilstm.labels_) == ("entailment", "neutral", "contradiction")
+    for data in (train, dozen_pairs()):  # the dozen is mostly unknown words: the same inputs work
+        proba, original = q.predict_proba(data), bilstm.predict_proba(data)
+        assert proba.shape == original.shape
+        np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+        assert np.abs(proba - original).max() < 0.02
+        assert (proba.argmax(1) == original.argmax(1)).mean() >= 0.9
+    counts = q.parameter_count()
+    assert counts["total"] == bilstm.parameter_count()["total"]
+    assert counts["trainable"] == net.embedding.weight.numel()  # only the embedding is still float
+    loaded = assert_round_trip(q, train, tmp_path / "int8")
+    assert isinstance(loaded.base_.net_.encoder, nnqd.LSTM)
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_quantized_transformer(mode: str, transformers: dict[str, Any], tmp_path: Path) -> None:
+    data = dozen_pairs()
+    learner = transformers[mode]
+    q = quantize_dynamic_int8(learner)
+    assert tuple(q.labels_) == tuple(learner.labels_)
+    proba, original = q.predict_proba(data), learner.predict_proba(data)
+    assert np.abs(proba - original).max() < 0.02
+    assert (proba.argmax(1) == original.argmax(1)).all()
+    assert q.base_.config.device == "cpu" and q.base_.config.precision == "fp32"
+    assert_round_trip(q, data, tmp_path / "int8")
+    assert _stored(tmp_path / "int8", _matrix) < 0.4
+
+
+def test_int8_and_pruned_files_are_smaller(roomy_bilstm: Any, train: Any, tmp_path: Path) -> None:
+    roomy_bilstm.save(tmp_path / "fp32")
+    fp32 = (tmp_path / "fp32" / "model.safetensors").stat().st_size
+    sizes = {}
+    for name, learner in [
+        ("int8", quantize_dynamic_int8(roomy_bilstm)),
+        ("pruned", prune(roomy_bilstm, 0.5)),
+        ("pruned_int8", compress(roomy_bilstm, PRUNE_THEN_INT8)),
+    ]:
+        assert_round_trip(learner, train, tmp_path / name)
+        sizes[name] = (tmp_path / name / "compressed.safetensors").stat().st_size / fp32
+        meta = json.loads((tmp_path / name / "learner.json").read_text())
+        assert meta["storage"]["tensor_bytes"] < meta["storage"]["fp32_tensor_bytes"]
+    # int8 matrices: one byte per weight plus a float32 scale per row (fp32: four bytes per weight).
+    assert _stored(tmp_path / "int8", _matrix) < 0.3
+    # 50% pruned: half the values plus one bit per weight -> 17 of 32 bits.
+    assert _stored(tmp_path / "pruned", _matrix) == pytest.approx(17 / 32, abs=0.01)
+    assert _stored(tmp_path / "pruned_int8", _matrix) < 0.2
+    assert sizes["int8"] < 0.4 and sizes["pruned"] < 0.6 and sizes["pruned_int8"] < 0.3, sizes
+
+
+def test_tiny_bilstm_int8_matrices_are_under_four_tenths(bilstm: Any, tmp_path: Path) -> None:
+    quantize_dynamic_int8(bilstm).save(tmp_path / "int8")
+    assert _stored(tmp_path / "int8", _matrix) < 0.4
+
+
+# --- ensembles and the compressed kind -----------------------------------------------------------
+
+
+def test_ensemble_members_are_compressed_each(ensemble: Any, train: Any, tmp_path: Path) -> None:
+    before = ensemble.predict_proba(train)
+    small = compress(ensemble, PRUNE_THEN_INT8)
+    assert isinstance(small, EnsembleLearner)
+    assert all(isinstance(m, CompressedLearner) for m in small.learners_)
+    for member in small.learners_:
+        assert [r["transform"] for r in member.transforms_] == ["prune", "quantize_int8"]
+        assert member.transforms_[0]["reached"] == pytest.approx(0.5, abs=0.01)
+    assert all(not isinstance(m, CompressedLearner) for m in ensemble.learners_)
+    np.testing.assert_array_equal(ensemble.predict_proba(train), before)
+    assert (small.predict_proba(train).argmax(1) == before.argmax(1)).mean() >= 0.8
+    assert small.config.base["kind"] == "compressed" and small.config.base["base"]["kind"] == "bilstm"
+    assert_round_trip(small, train, tmp_path / "ensemble")
+    # The recipe refits: an ensemble of members trained, then compressed.
+    refit = create_learner({"kind": "ensemble", **small.config.model_dump()}).fit(train)
+    assert all(isinstance(m, CompressedLearner) for m in refit.learners_)
+    seeds = {m.config.seed for m in refit.learners_}
+    assert len(seeds) == 2  # every member has its own seed
+
+
+def test_compressed_spec_trains_then_compresses(train: Any, tmp_path: Path) -> None:
+    learner = create_learner({"kind": "compressed", "base": TINY_BILSTM, "steps": PRUNE_THEN_INT8}).fit(train)
+    assert [r["transform"] for r in learner.transforms_] == ["prune", "quantize_int8"]
+    assert len(learner.history_) == TINY_BILSTM["epochs"]
+    loaded = assert_round_trip(learner, train, tmp_path / "model")
+    assert loaded.config.base["kind"] == "bilstm"
+
+
+def test_a_compressed_learner_compresses_further(bilstm: Any, train: Any) -> None:
+    both = quantize_dynamic_int8(prune(bilstm, 0.5))
+    assert [r["transform"] for r in both.transforms_] == ["prune", "quantize_int8"]
+    assert [s.transform for s in both.config.steps] == ["prune", "quantize_int8"]
+
+
+# --- bad arguments -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sparsity", [1.0, -0.1, 1.5, float("nan")])
+def test_sparsity_outside_zero_one_is_a_config_error(sparsity: float, bilstm: Any) -> None:
+    with pytest.raises(ConfigError, match="prune: sparsity"):
+        prune(bilstm, sparsity)
+
+
+def test_bad_arguments_are_config_errors(bilstm: Any) -> None:
+    with pytest.raises(ConfigError, match="prune_structured: fraction"):
+        prune_structured(bilstm, 1.0)
+    with pytest.raises(ConfigError, match="prune: method"):
+        prune(bilstm, 0.5, method="random")
+    with pytest.raises(ConfigError, match="transform"):
+        compress(bilstm, [{"transform": "distill"}])
+    q = quantize_dynamic_int8(bilstm)
+    with pytest.raises(ConfigError, match="already quantized"):
+        prune(q, 0.5)
+    with pytest.raises(ConfigError, match="already quantized"):
+        quantize_dynamic_int8(q)
+    with pytest.raises(ConfigError, match="cannot be compressed"):
+        prune(object(), 0.5)
+
+
+def test_unfitted_learners_are_model_errors() -> None:
+    with pytest.raises(ModelError, match="not fitted"):
+        prune(create_learner(TINY_BILSTM), 0.5)
+    with pytest.raises(ModelError, match="not fitted"):
+        quantize_dynamic_int8(create_learner({"kind": "ensemble", "n_learners": 2, "base": TINY_BILSTM}))
+    with pytest.raises(ModelError, match="not fitted"):
+        create_learner({"kind": "compressed", "base": TINY_BILSTM}).predict_proba(dozen_pairs())
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"steps": [{"transform": "quantize_int8"}, {"transform": "prune", "sparsity": 0.5}]}, "must be the last"),
+        ({"base": {"kind": "ensemble"}}, "cannot be compressed"),
+        ({"base": {"kind": "bilstm", "hidden_size": 0}}, r"base\.hidden_size"),
+        ({"steps": []}, "steps"),
+        ({"steps": [{"transform": "prune", "sparsity": 2}]}, "sparsity"),
+    ],
+)
+def test_bad_compressed_specs_are_config_errors(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        create_learner({"kind": "compressed", "base": TINY_BILSTM, **settings})
+
+
+def test_a_damaged_file_is_a_model_error(bilstm: Any, tmp_path: Path) -> None:
+    prune(bilstm, 0.5).save(tmp_path / "model")
+    (tmp_path / "model" / "compressed.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ModelError, match="compressed.safetensors"):
+        load_learner(tmp_path / "model")
+
+
+# --- recovery ------------------------------------------------------------------------------------
+
+
+def _loss(learner: Any, data: Any) -> float:
+    proba = learner.predict_proba(data)
+    return float(-np.log(proba[np.arange(len(data)), data.labels]).mean())
+
+
+def test_recover_fine_tunes_and_keeps_the_zeros(bilstm: Any, train: Any, tmp_path: Path) -> None:
+    pruned = prune(bilstm, 0.7)
+    healed = recover(pruned, train, epochs=4)
+    assert [r["transform"] for r in healed.transforms_] == ["prune", "recover"]
+    record = healed.transforms_[-1]
+    assert record["epochs"] == 4 and record["pairs"] == len(train) and len(record["train_loss"]) == 4
+    assert record["learning_rate"] == bilstm.config.learning_rate
+    zeros, total = _zeros(torch_model(healed.base_))
+    assert zeros / total == pytest.approx(0.7, abs=1 / total)  # the pruned weights stayed zero
+    assert _loss(healed, train) < _loss(pruned, train)
+    np.testing.assert_array_equal(pruned.predict_proba(train), prune(bilstm, 0.7).predict_proba(train))
+    assert_round_trip(healed, train, tmp_path / "healed")
+
+
+def test_recover_after_structured_pruning_of_a_transformer(transformers: dict[str, Any]) -> None:
+    data = dozen_pairs()
+    small = prune_structured(transformers["lora"], 0.5)
+    healed = recover(small, data, epochs=2, learning_rate=1e-2)
+    assert healed.base_.model_.config.intermediate_size == 16
+    record = healed.transforms_[-1]
+    assert record["learning_rate"] == 1e-2 and len(record["train_loss"]) == 2
+    # The tiny random BERT stays near chance on the dozen; what is checked is that it trained.
+    assert np.abs(healed.predict_proba(data) - small.predict_proba(data)).max() > 1e-6
+
+
+def test_recover_step_in_a_spec_trains_on_the_fit_pairs(train: Any) -> None:
+    steps = [{"transform": "prune_structured", "fraction": 0.5}, {"transform": "recover", "epochs": 2}]
+    learner = create_learner({"kind": "compressed", "base": TINY_BILSTM, "steps": steps}).fit(train)
+    assert [r["transform"] for r in learner.transforms_] == ["prune_structured", "recover"]
+    assert learner.transforms_[-1]["pairs"] == len(train)
+
+
+def test_recover_needs_pairs_and_a_float_model(bilstm: Any, train: Any) -> None:
+    with pytest.raises(ConfigError, match="recover: needs labelled training pairs"):
+        compress(bilstm, [{"transform": "prune", "sparsity": 0.5}, {"transform": "recover"}])
+    with pytest.raises(ConfigError, match="already quantized"):
+        recover(quantize_dynamic_int8(bilstm), train)
+    with pytest.raises(ConfigError, match="read as 'binary'"):
+        recover(bilstm, dozen_pairs("binary"))
+    with pytest.raises(ConfigError, match="recover: epochs"):
+        recover(bilstm, train, epochs=0)
