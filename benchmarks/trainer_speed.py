@@ -209,11 +209,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     parser.add_argument("--out", type=Path, default=Path("runs/trainer-speed"))
+    parser.add_argument("--table", type=Path, help="Only print the table of an earlier trainer_speed.json.")
+    parser.add_argument("--write", type=Path, help="Also replace the speed block of this Markdown file.")
     parser.add_argument("--one", choices=WAYS, help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         _one(args.one, args.settings)
+        return
+    if args.table:
+        record = json.loads(args.table.read_text())
+        print(table(record))
+        if args.write:
+            _write_block(args.write, table(record))
         return
     args.out.mkdir(parents=True, exist_ok=True)
     s = _settings(args)
@@ -235,6 +243,17 @@ def main() -> None:
     record = {"settings": s, "results": results, "environment": environment()}
     (args.out / "trainer_speed.json").write_text(json.dumps(record, indent=2) + "\n")
     print(table(record))
+    if args.write:
+        _write_block(args.write, table(record))
+
+
+def _write_block(path: Path, text: str) -> None:
+    doc = path.read_text(encoding="utf-8")
+    start, end = "<!-- speed:begin -->", "<!-- speed:end -->"
+    if doc.count(start) != 1 or doc.count(end) != 1:
+        raise SystemExit(f"{path}: needs one {start} ... {end} block")
+    head, rest = doc.split(start)
+    path.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
 
 
 def table(record: dict[str, Any]) -> str:
@@ -250,6 +269,16 @@ def table(record: dict[str, Any]) -> str:
         lines.append(
             f"| {way} | {r['train_seconds']:.0f} s | {ratio} | {r['accuracy']:.3f} | {r['predict_seconds']:.0f} s |"
         )
+    s, env = record["settings"], record["environment"]
+    lines += [
+        "",
+        f"Settings: {s['model']}, LoRA r {s['lora_r']} / alpha {s['lora_alpha']} / dropout {s['lora_dropout']} on "
+        f"query and value, {s['train_size']:,} SNLI train pairs, {s['epochs']} epoch, batch {s['batch_size']}, "
+        f"max_length {s['max_length']}, learning rate {s['learning_rate']} with {s['warmup_ratio']:.0%} linear "
+        f"warm-up, weight decay {s['weight_decay']}, seed {s['seed']}; test accuracy on {s['test_size']:,} SNLI "
+        f"test pairs (nli3). {s['threads']} torch thread(s) on {env['cpu']} ({env['cpu_count']} cores), "
+        f"torch {env['torch']}, transformers {env.get('transformers')}.",
+    ]
     return "\n".join(lines)
 
 
