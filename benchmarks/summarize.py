@@ -31,7 +31,7 @@ def summarize_run(run_dir: Path) -> str:
     """One section: main table, paired tests against the first arm, size curves, diversity."""
     results = load_results(run_dir, ["bilstm", "bagged-11", "boosted-11"])
     first = results[0]
-    data, env = first["data"], first["environment"]
+    data = first["data"]
     lines = [
         f"### {first['study']}: train {data['train']['rows']:,} pairs of `{data['train']['source']}`, "
         f"test {data['test']['rows']:,} pairs of `{data['test']['source']}` ({data['scheme']})",
@@ -81,13 +81,17 @@ def summarize_run(run_dir: Path) -> str:
                 + ", ".join(f"{a:.3f}" for a in r["members"]["accuracy"])
                 + ".",
             ]
-    lines += [
-        "",
-        f"Machine: {env['cpu']}, {env['cpu_count']} cores, torch {env['torch']} (CPU), sizewise commit "
-        f"{env['git_commit']}.",
-        "",
-    ]
+    lines += ["", _machine(results), ""]
     return "\n".join(lines)
+
+
+def _machine(results: list[dict[str, Any]]) -> str:
+    env = results[0]["environment"]
+    commits = sorted({str(r["environment"].get("git_commit"))[:12] for r in results})
+    return (
+        f"Machine: {env['cpu']}, {env['cpu_count']} cores, torch {env['torch']} (CPU); sizewise "
+        f"commit{'s' * (len(commits) > 1)} {', '.join(commits)}."
+    )
 
 
 def summarize_transformers(run_dir: Path, against: list[Path]) -> str:
@@ -96,7 +100,7 @@ def summarize_transformers(run_dir: Path, against: list[Path]) -> str:
     for arm_dir in against:
         results.append(json.loads((arm_dir / "result.json").read_text(encoding="utf-8")))
     first = results[0]
-    data, env = first["data"], first["environment"]
+    data = first["data"]
     lines = [
         f"### {first['study']}: train {data['train']['rows']:,} pairs of `{data['train']['source']}`, "
         f"test {data['test']['rows']:,} pairs of `{data['test']['source']}` ({data['scheme']})",
@@ -127,12 +131,7 @@ def summarize_transformers(run_dir: Path, against: list[Path]) -> str:
                 f"| {t['description']} | {100 * t['accuracy_difference']:+.1f} pts "
                 f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {fmt_p(t['mcnemar_p'])} |"
             )
-    lines += [
-        "",
-        f"Machine: {env['cpu']}, {env['cpu_count']} cores, torch {env['torch']} (CPU), sizewise commit "
-        f"{env['git_commit']}.",
-        "",
-    ]
+    lines += ["", _machine(results), ""]
     return "\n".join(lines)
 
 
