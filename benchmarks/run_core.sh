@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Core benchmark: one BiLSTM vs 11 bagged vs 11 boosted BiLSTMs on SNLI (nli3 and binary) and
 # MultiNLI, then the tables of BENCHMARKS.md. Needs SIZEWISE_DATA pointing at a data home with
-# snli and mnli. About 2 hours on 2 CPU cores; arms already finished are skipped on re-runs.
+# snli and mnli. 2 to 2.5 hours on 2 CPU cores; arms already finished are skipped on re-runs.
 #
 # Order, as BENCHMARKS.md was measured: the BiLSTM and bagged arms of each study one after the
 # other (bagging uses both cores: 2 worker processes, 1 thread each); then the boosted arms, one
