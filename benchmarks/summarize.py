@@ -5,8 +5,12 @@
     python benchmarks/summarize.py --transformers runs/transformers-snli-nli3 \
         --against runs/core-snli-nli3/bagged-11 [--write BENCHMARKS.md]
 
+    python benchmarks/summarize.py --cost runs/core-snli-nli3 runs/transformers-snli-nli3 [--write BENCHMARKS.md]
+    python benchmarks/summarize.py --compression runs/core-snli-nli3 runs/transformers-snli-nli3 \
+        --pair minilm-full-c-int8:minilm-l3-full [--write BENCHMARKS.md]
+
 With --write, the block between ``<!-- core:begin -->`` and ``<!-- core:end -->`` (or, with
---transformers, ``<!-- transformers:begin -->`` ... ``<!-- transformers:end -->``) is replaced.
+--transformers / --cost / --compression, the block of that name) is replaced.
 Every number comes from the runs' result.json files.
 """
 
@@ -135,6 +139,91 @@ def summarize_transformers(run_dir: Path, against: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def _arms(paths: list[Path]) -> list[dict[str, Any]]:
+    """Result records of run folders (every arm, in study order) and of single arm folders."""
+    out: list[dict[str, Any]] = []
+    for path in paths:
+        if (path / "result.json").is_file():
+            out.append(json.loads((path / "result.json").read_text(encoding="utf-8")))
+        else:
+            out.extend(load_results(path, _study_order(path)))
+    return out
+
+
+def _study_order(run_dir: Path) -> list[str] | None:
+    study = run_dir / "study.json"
+    if not study.is_file():
+        return None
+    return [a["name"] for a in json.loads(study.read_text(encoding="utf-8")).get("arms", [])]
+
+
+def summarize_cost(paths: list[Path], *, trained_only: bool = True) -> str:
+    """The cost table of every arm (compress arms left out unless asked): time, energy, CO2, memory,
+    size, CPU throughput and latency."""
+    from sizewise.cost.energy import fmt_energy
+
+    results = [r for r in _arms(paths) if not (trained_only and r["config"].get("compress"))]
+    lines = [
+        "| study | arm | params | train time | CPU time | train energy | train CO2 | peak memory | size on disk "
+        "| CPU inference pairs/s (batch) | latency p50 / p95 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        c = r["cost"]
+        kwh, co2 = c.get("train_energy_kwh"), c.get("train_co2_kg")
+        est = "" if kwh is None or c.get("train_measured") else " (est.)"
+        latency = (
+            f"{c['latency_p50_ms']:.1f} / {c['latency_p95_ms']:.1f} ms" if c.get("latency_p50_ms") is not None else "–"
+        )
+        lines.append(
+            f"| {r['study']} | {r['description']} | {fmt_count(c['parameters_total'])} "
+            f"| {fmt_seconds(c['train_seconds'])} | {fmt_seconds(c['train_cpu_seconds'])} | {fmt_energy(kwh)}{est} "
+            f"| {'–' if co2 is None else f'{co2 * 1000:.1f} g'} | {c['peak_rss_mb']:,.0f} MB "
+            f"| {c['size_on_disk_mb']:.1f} MB | {c['inference_pairs_per_s']:,.0f} ({c['inference_batch_pairs']}) "
+            f"| {latency} |"
+        )
+    tracked = [r for r in results if r["cost"].get("train_energy_kwh") is not None]
+    if tracked:
+        c = tracked[0]["cost"]
+        lines += [
+            "",
+            f"CO2 = energy × {c.get('train_carbon_intensity_g_per_kwh', 0):.0f} g CO2e/kWh "
+            f"(codecarbon's figure for {c.get('train_country')}, the default `cost.country`).",
+        ]
+    lines += ["", _machine(results), ""]
+    return "\n".join(lines)
+
+
+def summarize_compression(paths: list[Path], pairs: list[str]) -> str:
+    """The compression table of the given runs, then paired tests of ``A:B`` arm pairs (equal size)."""
+    from sizewise.report.tables import compare_arms, compression_table
+
+    results = _arms(paths)
+    header, rows = compression_table(results)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    by_arm = {r["arm"]: r for r in results}
+    if pairs:
+        lines += [
+            "",
+            "| large, compressed | size | small, trained directly | size | Δ accuracy [95% CI] | McNemar p |",
+            "|---|---|---|---|---|---|",
+        ]
+        for pair in pairs:
+            a, b = (by_arm[name] for name in pair.split(":"))
+            cmp = compare_arms(a, b)
+            d = cmp["metrics"]["accuracy"]
+            lo, hi = d["interval"]
+            lines.append(
+                f"| {a['description']} ({a['metrics']['accuracy']:.3f}) | {a['cost']['size_on_disk_mb']:.1f} MB "
+                f"| {b['description']} ({b['metrics']['accuracy']:.3f}) | {b['cost']['size_on_disk_mb']:.1f} MB "
+                f"| {100 * d['difference']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}] "
+                f"| {fmt_p(cmp['mcnemar']['p_value'])} |"
+            )
+    lines += ["", _machine(results), ""]
+    return "\n".join(lines)
+
+
 def _write_block(path: Path, name: str, text: str) -> None:
     doc = path.read_text(encoding="utf-8")
     block = f"<!-- {name}:begin -->\n{text}\n<!-- {name}:end -->"
@@ -150,9 +239,16 @@ def main() -> None:
     parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--transformers", type=Path, help="A transformer benchmark run folder.")
     parser.add_argument("--against", nargs="*", type=Path, default=[], help="Arm folders to compare with.")
+    parser.add_argument("--cost", nargs="*", type=Path, help="Run / arm folders for the cost table.")
+    parser.add_argument("--compression", nargs="*", type=Path, help="Run folders for the compression table.")
+    parser.add_argument("--pair", action="append", default=[], help="A:B arms to test against each other.")
     parser.add_argument("--write", type=Path, help="Markdown file whose block is replaced.")
     args = parser.parse_args()
-    if args.transformers:
+    if args.cost:
+        name, text = "cost", summarize_cost(args.cost)
+    elif args.compression:
+        name, text = "compression", summarize_compression(args.compression, args.pair)
+    elif args.transformers:
         name, text = "transformers", summarize_transformers(args.transformers, args.against)
     else:
         name = "core"

@@ -1,7 +1,7 @@
 """LoRA fine-tuning three ways, side by side: sizewise vs a transformers.Trainer + peft script.
 
     python benchmarks/trainer_speed.py [--train-size 4000] [--test-size 2000] [--epochs 1] \
-        [--batch-size 32] [--max-length 128] [--lr 5e-4] [--model minilm] [--out runs/trainer-speed]
+        [--batch-size 32] [--max-length 128] [--lr 2e-3] [--model minilm] [--out runs/trainer-speed]
 
 The same model, training pairs (an SNLI train subset), test pairs, batch size, epochs, max_length,
 learning rate, warm-up, weight decay, LoRA rank / alpha / dropout / target modules and seed, run as
@@ -204,7 +204,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-batch-size", type=int, default=128)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))

@@ -417,3 +417,58 @@ def test_recover_needs_pairs_and_a_float_model(bilstm: Any, train: Any) -> None:
         recover(bilstm, dozen_pairs("binary"))
     with pytest.raises(ConfigError, match="recover: epochs"):
         recover(bilstm, train, epochs=0)
+
+
+# --- int8 through onnxruntime ---------------------------------------------------------------------
+
+ORT_INT8 = [{"transform": "quantize_int8", "backend": "onnxruntime"}]
+needs_ort = pytest.mark.skipif(
+    __import__("sizewise.compress.onnx", fromlist=["x"]).onnxruntime_problem() is not None,
+    reason="onnx / onnxruntime not installed",
+)
+
+
+@needs_ort
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_onnxruntime_int8_transformer(mode: str, transformers: dict[str, Any], tmp_path: Path) -> None:
+    data = dozen_pairs()
+    learner = transformers[mode]
+    q = compress(learner, [{"transform": "prune", "sparsity": 0.5}, *ORT_INT8])
+    pruned = prune(learner, 0.5)
+    assert tuple(q.labels_) == tuple(learner.labels_)
+    proba, reference = q.predict_proba(data), pruned.predict_proba(data)
+    assert np.abs(proba - reference).max() < 0.03  # int8 rounding only: the graph is the pruned model's
+    assert (proba.argmax(1) == reference.argmax(1)).mean() >= 0.9
+    record = q.transforms_[-1]
+    assert record["backend"] == "onnxruntime"
+    import onnx
+
+    ops = {node.op_type for node in onnx.load_from_string(q.base_.model_.onnx_bytes).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops  # int8 weights, activations quantized on the fly
+    counts = q.parameter_count()
+    assert counts["total"] == pruned.parameter_count()["total"]  # merged, as exported
+    assert counts["trainable"] == 0 and counts["nonzero"] == pruned.parameter_count()["nonzero"]
+    # saved as ONNX + tokenizer + JSON; loaded back to the same probabilities
+    q.save(tmp_path / "ort")
+    names = sorted(p.name for p in (tmp_path / "ort").rglob("*") if p.is_file())
+    assert "model.int8.onnx" in names and not any(n.endswith(".safetensors") for n in names)
+    loaded = load_learner(tmp_path / "ort")
+    np.testing.assert_allclose(loaded.predict_proba(data), proba, rtol=0, atol=1e-6)
+    assert loaded.parameter_count() == counts
+    # a model already in onnxruntime takes no further transform
+    with pytest.raises(ConfigError, match="already quantized"):
+        compress(q, [{"transform": "prune", "sparsity": 0.5}])
+
+
+@needs_ort
+def test_onnxruntime_backend_is_for_transformers(bilstm: Any) -> None:
+    with pytest.raises(ConfigError, match="backend 'onnxruntime' is for transformer learners"):
+        compress(bilstm, ORT_INT8)
+
+
+def test_a_missing_onnxruntime_is_named(transformers: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import sizewise.compress.onnx as onnx_mod
+
+    monkeypatch.setattr(onnx_mod.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"needs onnx and onnxruntime \(pip install onnx onnxruntime\)"):
+        compress(transformers["full"], ORT_INT8)

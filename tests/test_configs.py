@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from sizewise.compress.transforms import parse_step
 from sizewise.config import load_study
 from sizewise.learners import create_learner
 
@@ -26,4 +27,9 @@ def test_shipped_config_parses(path: Path) -> None:
     names = [arm.name for arm in study.arms]
     assert len(names) == len(set(names))
     for arm in study.arms:
-        create_learner(arm.learner)  # every arm's learner spec builds (settings checked again)
+        if arm.compress is not None:  # made from an earlier arm's model, by transforms that parse
+            assert arm.compress.source in names[: names.index(arm.name)]
+            assert [parse_step(s) for s in arm.compress.steps or []]
+        else:
+            assert arm.learner is not None
+            create_learner(arm.learner)  # every arm's learner spec builds (settings checked again)

@@ -180,3 +180,23 @@ def test_settings_that_do_not_fit_together_are_config_errors(tiny_bert: Path) ->
         _learner(tiny_bert, mode="full", target_modules=["query"])
     with pytest.raises(ConfigError, match="fp16' needs a GPU"):
         _learner(tiny_bert, precision="fp16")
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_num_layers_keeps_the_first_layers(mode: str, tiny_bert: Path, tmp_path: Path) -> None:
+    data = dozen_pairs()
+    whole = _learner(tiny_bert, mode=mode, epochs=1).fit(data)
+    cut = _learner(tiny_bert, mode=mode, epochs=1, num_layers=1).fit(data)
+    layers = cut.model_.base_model.model.bert.encoder.layer if mode == "lora" else cut.model_.bert.encoder.layer
+    assert len(layers) == 1 and cut.model_.config.num_hidden_layers == 1
+    assert cut.parameter_count()["total"] < whole.parameter_count()["total"]
+    proba = cut.predict_proba(data)
+    cut.save(tmp_path / "cut")
+    loaded = load_learner(tmp_path / "cut")
+    assert loaded.parameter_count() == cut.parameter_count()
+    np.testing.assert_allclose(loaded.predict_proba(data), proba, rtol=0, atol=1e-6)
+
+
+def test_more_layers_than_the_model_has_is_a_config_error(tiny_bert: Path) -> None:
+    with pytest.raises(ConfigError, match="num_layers: 5 asked for, but the model has 2 layers"):
+        _learner(tiny_bert, num_layers=5).fit(dozen_pairs())

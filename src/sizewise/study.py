@@ -27,7 +27,7 @@ from sizewise.errors import ConfigError
 from sizewise.evaluation.metrics import compute_metrics, confusion_matrix
 from sizewise.evaluation.stats import bootstrap_intervals
 from sizewise.files import atomic_write_json, atomic_write_text, directory_size
-from sizewise.learners.base import create_learner, learner_config_class
+from sizewise.learners.base import LEARNER_FILE, create_learner, learner_config_class, load_learner
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +87,47 @@ def _data_summary(data: PairData | None) -> dict[str, Any] | None:
     }
 
 
+def _source_model(config: StudyConfig, arm: ArmConfig, arm_dir: Path) -> Path:
+    """The saved model a compress arm starts from; its source arm must be finished, and current."""
+    assert arm.compress is not None
+    source = config.arm(arm.compress.source)
+    source_dir = arm_dir.parent / source.name
+    if not arm_is_done(config, source, source_dir) or not (source_dir / "model" / LEARNER_FILE).is_file():
+        raise ConfigError(
+            config.name,
+            [
+                f"arm {arm.name}: compresses arm {source.name}, which has no current trained model in {source_dir}; "
+                f"run it first (--arm {source.name})"
+            ],
+        )
+    return source_dir / "model"
+
+
 def run_arm(config: StudyConfig, arm: ArmConfig, data: StudyData, arm_dir: Path) -> dict[str, Any]:
-    """Train, save and score one arm; returns its result record (not yet written)."""
-    spec = _with_default_seed(arm.learner, config.seed)
-    learner = create_learner(spec)
-    is_ensemble = hasattr(learner, "member_probas")
-    fit_kwargs: dict[str, Any] = {}
-    if is_ensemble and getattr(learner.config, "epoch_curve", False):
-        fit_kwargs["monitor"] = data.test  # scored after each epoch for the curve only, never for selection
+    """Train (or, for a compress arm, compress), save and score one arm; returns its result record
+    (not yet written). A compress arm's training cost is the cost of compressing."""
     started = time.time()
-    logger.info("arm %s: training %s on %d pairs", arm.name, spec["kind"], len(data.train))
-    with CostMeter(config.cost) as train_meter:
-        learner.fit(data.train, data.dev, **fit_kwargs)
+    fit_kwargs: dict[str, Any] = {}
+    if arm.compress is not None:
+        from sizewise.compress import compress
+
+        source = _source_model(config, arm, arm_dir)
+        recipe: dict[str, Any] = {"compress": arm.compress.model_dump()}
+        logger.info("arm %s: compressing arm %s (%s)", arm.name, arm.compress.source, _steps_text(arm))
+        with CostMeter(config.cost) as train_meter:
+            learner = compress(load_learner(source), arm.compress.steps or [], data.train)
+        is_ensemble = hasattr(learner, "member_probas")
+    else:
+        assert arm.learner is not None
+        spec = _with_default_seed(arm.learner, config.seed)
+        recipe = {"learner": spec}
+        learner = create_learner(spec)
+        is_ensemble = hasattr(learner, "member_probas")
+        if is_ensemble and getattr(learner.config, "epoch_curve", False):
+            fit_kwargs["monitor"] = data.test  # scored after each epoch for the curve only, never for selection
+        logger.info("arm %s: training %s on %d pairs", arm.name, spec["kind"], len(data.train))
+        with CostMeter(config.cost) as train_meter:
+            learner.fit(data.train, data.dev, **fit_kwargs)
     with CostMeter(config.cost) as eval_meter:
         if is_ensemble:
             member_probas = learner.member_probas(data.test)
@@ -122,7 +151,7 @@ def run_arm(config: StudyConfig, arm: ArmConfig, data: StudyData, arm_dir: Path)
         "arm": arm.name,
         "description": arm.description or arm.name,
         "fingerprint": config.arm_fingerprint(arm),
-        "config": {"learner": spec, "seed": config.seed},
+        "config": {**recipe, "seed": config.seed},
         "data": {
             "scheme": data.test.scheme.name,
             "labels": list(data.test.scheme.labels),
@@ -142,6 +171,7 @@ def run_arm(config: StudyConfig, arm: ArmConfig, data: StudyData, arm_dir: Path)
         "cost": {
             "parameters_total": params["total"],
             "parameters_trainable": params["trainable"],
+            **({"parameters_nonzero": params["nonzero"]} if "nonzero" in params else {}),
             **train_meter.as_dict("train"),
             **eval_meter.as_dict("eval"),
             "eval_pairs": len(data.test),
@@ -176,10 +206,20 @@ def run_arm(config: StudyConfig, arm: ArmConfig, data: StudyData, arm_dir: Path)
         result["members"] = {
             "weights": learner.weights_.tolist(),
             "accuracy": [float((p.argmax(1) == y_true).mean()) for p in member_probas],
-            "train_seconds": [round(s, 2) for s in learner.member_seconds_],
-            "epochs": [len(h) for h in learner.member_histories_],
         }
+        if hasattr(learner, "member_seconds_"):  # set by fit; a compressed ensemble was loaded, not fitted
+            result["members"]["train_seconds"] = [round(s, 2) for s in learner.member_seconds_]
+            result["members"]["epochs"] = [len(h) for h in learner.member_histories_]
     return result
+
+
+def _steps_text(arm: ArmConfig) -> str:
+    assert arm.compress is not None
+    parts = []
+    for step in arm.compress.steps or []:
+        settings = ", ".join(f"{k} {v}" for k, v in step.items() if k != "transform")
+        parts.append(f"{step['transform']} {settings}".strip())
+    return " → ".join(parts)
 
 
 def arm_is_done(config: StudyConfig, arm: ArmConfig, arm_dir: Path) -> bool:
@@ -215,7 +255,7 @@ def run_study(
         else:
             todo.append(arm)
     if world_size() > 1:
-        others = [a.name for a in todo if a.learner.get("kind") != "transformer"]
+        others = [a.name for a in todo if a.kind != "transformer"]
         if others:
             raise ConfigError(
                 config.name,
@@ -230,7 +270,7 @@ def run_study(
     if not is_main_process():
         # The other processes of a multi-process launch only help train; rank 0 scores and writes.
         for arm in todo:
-            assert data is not None
+            assert data is not None and arm.learner is not None
             create_learner(_with_default_seed(arm.learner, config.seed)).fit(data.train, data.dev)
         return out
     out.mkdir(parents=True, exist_ok=True)

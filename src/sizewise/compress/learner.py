@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from sizewise.compress.transforms import (
     QuantizeStep,
     Step,
     apply_step,
+    is_onnx,
     merge_adapter,
     parse_step,
     torch_model,
@@ -187,6 +189,9 @@ class CompressedLearner:
         """Write ``learner.json``, ``compressed.safetensors`` and ``base/`` (atomically; no pickle)."""
         self._check_fitted()
         model = torch_model(self.base_)
+        if is_onnx(model):
+            self._save_onnx(directory, model)
+            return
         with atomic_directory(directory) as tmp:
             with float_twins(model) as qweights:
                 # The base learner writes its own folder (vocabulary / tokenizer, configs); its
@@ -207,11 +212,34 @@ class CompressedLearner:
             )
             atomic_write_json(tmp / LEARNER_FILE, meta)
 
+    def _save_onnx(self, directory: str | Path, model: Any) -> None:
+        """An onnxruntime-quantized transformer: the ONNX file, and the tokenizer + settings in base/."""
+        from sizewise.compress.onnx import ONNX_FILE
+
+        base = self.base_
+        with atomic_directory(directory) as tmp:
+            (tmp / BASE_FOLDER).mkdir()
+            base.tokenizer_.save_pretrained(tmp / BASE_FOLDER, legacy_format=False)
+            atomic_write_json(tmp / BASE_FOLDER / LEARNER_FILE, base._meta())
+            (tmp / ONNX_FILE).write_bytes(model.onnx_bytes)
+            meta = saved_meta(
+                self,
+                base_kind=base.kind,
+                runtime="onnxruntime",
+                onnx_inputs=model.input_names,
+                transforms=self.transforms_,
+                parameters=self.parameter_count(),
+                storage={"files": {ONNX_FILE: len(model.onnx_bytes)}},
+            )
+            atomic_write_json(tmp / LEARNER_FILE, meta)
+
     @classmethod
     def load(cls, directory: str | Path) -> CompressedLearner:
         """Read a folder written by :meth:`save`."""
         directory = Path(directory)
         meta = read_learner_meta(directory)
+        if meta.get("runtime") == "onnxruntime":
+            return cls._load_onnx(directory, meta)
         for name in (WEIGHTS_FILE, f"{BASE_FOLDER}/{LEARNER_FILE}"):
             if not (directory / name).is_file():
                 raise ModelError(f"{directory}: {name} is missing")
@@ -231,23 +259,61 @@ class CompressedLearner:
         if names:
             model.to("cpu")  # int8 kernels run on the CPU only
             install_quantized(model, names, {k: v for k, v in state.items() if v.is_quantized})
-        settings = dict(meta.get("config", {}))
-        try:
-            steps = [parse_step(s) for s in settings.get("steps", [])]
-        except ConfigError as exc:
-            raise ModelError(f"{directory / LEARNER_FILE}: {exc}") from None
-        # The recipe is kept as written: its base spec may name files (word vectors, a model folder)
-        # that the saved network no longer needs.
-        config = CompressedConfig.model_construct(
-            base=settings.get("base", _spec(base)), steps=steps, seed=settings.get("seed")
-        )
+        config = _config_from_meta(dict(meta.get("config", {})), base, directory)
+        learner = cls._wrap(base, list(meta.get("transforms", [])), config)
+        if learner.scheme_.name != scheme_from_meta(meta).name:
+            raise ModelError(f"{directory}: the base learner's label scheme differs from learner.json's")
+        return learner
+
+    @classmethod
+    def _load_onnx(cls, directory: Path, meta: dict[str, Any]) -> CompressedLearner:
+        from sizewise.compress.onnx import ONNX_FILE, OnnxClassifier, onnxruntime_problem
+        from sizewise.learners.transformer import TransformerConfig, TransformerLearner, _load_tokenizer
+
+        problem = onnxruntime_problem()
+        if problem:
+            raise ModelError(f"{directory}: {problem}")
+        for name in (ONNX_FILE, f"{BASE_FOLDER}/{LEARNER_FILE}"):
+            if not (directory / name).is_file():
+                raise ModelError(f"{directory}: {name} is missing")
+        base_meta = read_learner_meta(directory / BASE_FOLDER)
+        base = TransformerLearner.__new__(TransformerLearner)
+        # The settings were checked when trained; the model they name need not be at hand to predict.
+        base.config = TransformerConfig.model_construct(**base_meta.get("config", {}))
+        base.scheme_ = scheme_from_meta(base_meta)
+        base.tokenizer_ = _load_tokenizer(str(directory / BASE_FOLDER))
+        base.base_model_ = base_meta.get("base_model_path")
+        base.target_modules_ = base.modules_to_save_ = None
+        base.history_ = base_meta.get("history", [])
+        base.best_epoch_ = base_meta.get("best_epoch", len(base.history_))
+        base.monitor_probas_ = []
+        params = meta.get("parameters", {})
+        config = SimpleNamespace(model_type=base_meta.get("model_type"))
+        counts = {"total": int(params.get("total", 0)), "nonzero": int(params.get("nonzero", 0))}
+        inputs = list(meta.get("onnx_inputs") or ["input_ids", "attention_mask"])
+        base.model_ = OnnxClassifier((directory / ONNX_FILE).read_bytes(), inputs, config, counts)
+        config = _config_from_meta(meta.get("config", {}), base, directory)
         learner = cls._wrap(base, list(meta.get("transforms", [])), config)
         if learner.scheme_.name != scheme_from_meta(meta).name:
             raise ModelError(f"{directory}: the base learner's label scheme differs from learner.json's")
         return learner
 
 
+def _config_from_meta(settings: dict[str, Any], base: Any, directory: Path) -> CompressedConfig:
+    try:
+        steps = [parse_step(s) for s in settings.get("steps", [])]
+    except ConfigError as exc:
+        raise ModelError(f"{directory / LEARNER_FILE}: {exc}") from None
+    # The recipe is kept as written: its base spec may name files (word vectors, a model folder)
+    # that the saved network no longer needs.
+    return CompressedConfig.model_construct(
+        base=settings.get("base", _spec(base)), steps=steps, seed=settings.get("seed")
+    )
+
+
 def _count(model: torch.nn.Module) -> dict[str, int]:
+    if is_onnx(model):  # every weight is int8 in the ONNX graph; none trains
+        return {"total": model.counts["total"], "trainable": 0, "nonzero": model.counts["nonzero"]}
     quantized = quantized_module_names(model)
     with float_twins(model):
         params = list(model.named_parameters())

@@ -55,6 +55,11 @@ class QuantizeStep(_Step):
     """Dynamic int8 quantization (per output channel, symmetric) of the Linear and LSTM weights."""
 
     transform: Literal["quantize_int8"] = "quantize_int8"
+    backend: Literal["torch", "onnxruntime"] = Field(
+        "torch",
+        description="torch: torch.ao dynamic int8 of Linear / LSTM layers (any learner); onnxruntime: "
+        "export to ONNX and quantize every weight incl. embeddings, predict with onnxruntime (transformers).",
+    )
 
 
 class RecoverStep(_Step):
@@ -116,7 +121,7 @@ def merge_adapter(learner: Any) -> dict[str, Any] | None:
 def apply_step(learner: Any, step: AnyStep, train: PairData | None = None) -> dict[str, Any]:
     """Apply ``step`` to ``learner`` in place (``recover`` trains on ``train``); returns its record."""
     model = torch_model(learner)
-    if quantized_module_names(model):
+    if quantized_module_names(model) or is_onnx(model):
         raise ConfigError(step.transform, [f"the model is already quantized; {step.transform} must come before it"])
     model.eval()
     if isinstance(step, PruneStep):
@@ -125,7 +130,18 @@ def apply_step(learner: Any, step: AnyStep, train: PairData | None = None) -> di
         return _shrink_bilstm(learner, step) if learner.kind == "bilstm" else _shrink_feed_forward(learner, step)
     if isinstance(step, RecoverStep):
         return _recover(learner, model, step, train)
+    if step.backend == "onnxruntime":
+        from sizewise.compress.onnx import export_int8
+
+        return export_int8(learner)
     return _quantize(learner, model)
+
+
+def is_onnx(model: nn.Module) -> bool:
+    """True for a network already turned into an onnxruntime int8 session."""
+    from sizewise.compress.onnx import OnnxClassifier
+
+    return isinstance(model, OnnxClassifier)
 
 
 # --- unstructured pruning ------------------------------------------------------------------------

@@ -248,10 +248,11 @@ class EnsembleLearner:
         return diversity_decomposition(member_probas, labels, self.weights_)
 
     def parameter_count(self) -> dict[str, int]:
-        """Parameters summed over all members."""
+        """Parameters summed over all members (``nonzero`` too when every member is compressed)."""
         self._check_fitted()
         counts = [m.parameter_count() for m in self.learners_]
-        return {key: sum(c[key] for c in counts) for key in ("total", "trainable")}
+        keys = [k for k in ("total", "trainable", "nonzero") if all(k in c for c in counts)]
+        return {key: sum(c[key] for c in counts) for key in keys}
 
     @property
     def labels_(self) -> tuple[str, ...]:

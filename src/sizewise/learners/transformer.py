@@ -65,7 +65,7 @@ LORA_TARGET_MODULES: dict[str, list[str]] = {
 _FULL_WEIGHTS = "model.safetensors"
 _ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _ADAPTER_CONFIG = "adapter_config.json"
-_DEFAULT_LR = {"full": 5e-5, "lora": 5e-4, "ia3": 5e-4}
+_DEFAULT_LR = {"full": 5e-5, "lora": 2e-3, "ia3": 2e-3}
 
 
 def _looks_like_path(name: str) -> bool:
@@ -83,6 +83,12 @@ class TransformerConfig(LearnerConfig):
     mode: Literal["full", "lora", "ia3"] = Field(
         "lora", description="'full' trains every weight; 'lora' / 'ia3' train a small adapter plus the head."
     )
+    num_layers: int | None = Field(
+        None,
+        ge=1,
+        description="Keep only the first N encoder layers of the pretrained model (a smaller model from the "
+        "same weights, e.g. 3 of MiniLM-L6's 6); None keeps all.",
+    )
     lora_r: int = Field(8, ge=1, description="LoRA rank (mode 'lora').")
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator; updates are scaled by alpha / r.")
     lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input (mode 'lora').")
@@ -97,7 +103,10 @@ class TransformerConfig(LearnerConfig):
     eval_batch_size: int = Field(128, ge=1, description="Pairs per batch when predicting.")
     epochs: int = Field(3, ge=1, description="Maximum training epochs.")
     learning_rate: float | None = Field(
-        None, gt=0, description="AdamW peak learning rate; None = 5e-5 for 'full', 5e-4 for 'lora' / 'ia3'."
+        None,
+        gt=0,
+        description="AdamW peak learning rate; None = 5e-5 for 'full', 2e-3 for 'lora' / 'ia3' (an adapter "
+        "starts from zero and needs the higher rate).",
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and norms).")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Share of optimizer steps spent warming up linearly.")
@@ -348,6 +357,8 @@ class TransformerLearner:
         self.base_model_ = resolve_model(cfg.model)
         self.tokenizer_ = _load_tokenizer(self.base_model_)
         model, fresh = _load_classifier(self.base_model_, scheme, self.tokenizer_.pad_token_id)
+        if cfg.num_layers is not None:
+            keep_layers(model, cfg.num_layers)
         if fresh:
             logger.info("newly initialised (trained from scratch): %s", ", ".join(fresh))
         self.target_modules_: list[str] | None = None
@@ -612,7 +623,8 @@ class TransformerLearner:
         """Class probabilities ``[len(data), num_labels]`` in the scheme's label order."""
         self._check_fitted()
         check_scheme(self.scheme_, data)
-        device = next(self.model_.parameters()).device
+        first = next(self.model_.parameters(), None)  # an onnxruntime session has none: CPU
+        device = first.device if first is not None else torch.device("cpu")
         amp_dtype = _autocast_dtype(self.config.precision, device)
         return self._predict(_Encoded(self.tokenizer_, data, self._max_length()), device, amp_dtype)
 
@@ -698,6 +710,8 @@ class TransformerLearner:
 
             learner.base_model_ = _resolve_base(cfg.model, meta.get("base_model_path"), directory)
             base, _ = _load_classifier(learner.base_model_, scheme, learner.tokenizer_.pad_token_id)
+            if cfg.num_layers is not None:  # the adapter was trained on the cut model
+                keep_layers(base, cfg.num_layers)
             try:
                 with _quiet_transformers():
                     # is_trainable keeps the adapter and head trainable, as after fit (and counted so).
@@ -710,6 +724,24 @@ class TransformerLearner:
         learner.best_epoch_ = meta.get("best_epoch", len(learner.history_))
         learner.monitor_probas_ = []
         return learner
+
+
+def keep_layers(model: nn.Module, n: int) -> None:
+    """Cut a sequence-classification model to its first ``n`` encoder layers, in place; the config's
+    ``num_hidden_layers`` follows, so a saved full model reloads with ``n`` layers."""
+    base = getattr(model, "base_model", model)
+    holder = getattr(base, "encoder", None) or getattr(base, "transformer", None)
+    layers = getattr(holder, "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ConfigError(
+            "transformer", [f"num_layers: cannot find the encoder layers of a {model.config.model_type!r} model"]
+        )
+    if n > len(layers):
+        raise ConfigError("transformer", [f"num_layers: {n} asked for, but the model has {len(layers)} layers"])
+    holder.layer = nn.ModuleList(list(layers)[:n])
+    for key in ("num_hidden_layers", "n_layers"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, n)
 
 
 def _resolve_base(name: str, path_at_fit: str | None, directory: Path) -> str:

@@ -15,7 +15,7 @@ def plot_size_curves(results: list[dict[str, Any]], path: Path) -> bool:
     """Ensemble accuracy against the number of learners, one panel per ensemble arm (lines per
     epoch when the arm recorded epoch curves; single-model arms as grey reference lines).
     Returns False when no arm has a curve."""
-    with_curves = [r for r in results if r.get("curves", {}).get("size")]
+    with_curves = [r for r in results if r.get("curves", {}).get("size") and not r["config"].get("compress")]
     if not with_curves:
         return False
     fig, axes = plt.subplots(1, len(with_curves), figsize=(5.2 * len(with_curves), 3.8), squeeze=False)
@@ -109,13 +109,52 @@ def plot_tradeoff(
     return True
 
 
+def plot_compression(results: list[dict[str, Any]], path: Path) -> bool:
+    """Accuracy (with its interval) against size on disk, one line per trained model and the compress
+    arms made from it, smallest first. Returns False when the study has no compress arms."""
+    from sizewise.report.tables import compress_root, compress_source, steps_label
+
+    by_arm = {r["arm"]: r for r in results}
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        if compress_source(r) is not None:
+            lines.setdefault(compress_root(r, by_arm), []).append(r)
+    if not lines:
+        return False
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    for root, arms in lines.items():
+        points = sorted([by_arm[root], *arms], key=lambda r: r["cost"]["size_on_disk_mb"])
+        xs = [r["cost"]["size_on_disk_mb"] for r in points]
+        ys = [r["metrics"]["accuracy"] for r in points]
+        err = [
+            [y - r["intervals"]["accuracy"][0] for r, y in zip(points, ys)],
+            [r["intervals"]["accuracy"][1] - y for r, y in zip(points, ys)],
+        ]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=by_arm[root]["description"])
+        for r, x, y in zip(points, xs, ys):
+            tag = "fp32" if r["arm"] == root else steps_label(r).replace("prune ", "p")
+            ax.annotate(tag, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=6)
+    ax.set_xscale("log")
+    ax.set_xlabel("size on disk, MB (log scale)")
+    ax.set_ylabel("test accuracy (95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("compression: better is up and to the left", fontsize=9)
+    _save(fig, path)
+    return True
+
+
 def plot_confusions(results: list[dict[str, Any]], path: Path) -> bool:
     """One confusion-matrix heat map per arm (rows: true label, columns: predicted)."""
     if not results:
         return False
     n = len(results)
-    fig, axes = plt.subplots(1, n, figsize=(3.3 * n, 3.4), squeeze=False)
-    for ax, r in zip(axes[0], results):
+    cols = min(n, 6)
+    nrows = -(-n // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.3 * cols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_axis_off()
+    for ax, r in zip(axes.flat, results):
         cm = r["confusion_matrix"]
         labels = [lab[:10] for lab in r["data"]["labels"]]
         ax.imshow(cm, cmap="Blues")

@@ -9,8 +9,9 @@ from typing import Any
 from sizewise.errors import SizewiseError
 from sizewise.files import atomic_write_text, read_json_file
 from sizewise.report.document import Bullets, Document, Heading, Image, Paragraph, Table, to_html, to_markdown
-from sizewise.report.plots import TRADEOFFS, plot_confusions, plot_size_curves, plot_tradeoff
+from sizewise.report.plots import TRADEOFFS, plot_compression, plot_confusions, plot_size_curves, plot_tradeoff
 from sizewise.report.tables import (
+    compression_table,
     cost_table,
     fmt_number,
     fmt_p,
@@ -23,6 +24,7 @@ from sizewise.report.tables import (
 RESULT_FILE = "result.json"
 SIZE_CURVE_PNG = "size_curve.png"
 CONFUSION_PNG = "confusion_matrices.png"
+COMPRESSION_PNG = "accuracy_vs_size_on_disk.png"
 TRADEOFF_ALTS = [
     ("accuracy_vs_parameters.png", "accuracy against parameters"),
     ("accuracy_vs_energy.png", "accuracy against training energy"),
@@ -138,7 +140,20 @@ def build_document(results: list[dict[str, Any]], baseline: str, images: dict[st
         doc.add(Heading("Quality against cost"))
         doc.add(Paragraph("Each point is an arm with its 95% interval; the dashed line joins the Pareto frontier."))
         doc.add(*(Image(f, alt) for f, alt in plots))
-    ensembles = [r for r in results if r.get("curves", {}).get("size")]
+    header, rows = compression_table(results)
+    if rows:
+        doc.add(Heading("Compression"))
+        doc.add(
+            Paragraph(
+                "Compress arms against the trained arm they were made from (Δ accuracy, size and speed-up are "
+                "relative to it); their train time is the time taken to compress. Size on disk counts the saved "
+                "files: pruned matrices as bitmask + values, int8 weights as int8."
+            )
+        )
+        doc.add(Table(header, rows))
+        if images.get(COMPRESSION_PNG):
+            doc.add(Image(COMPRESSION_PNG, "accuracy against size on disk, one line per trained model"))
+    ensembles = [r for r in results if r.get("curves", {}).get("size") and not r["config"].get("compress")]
     if ensembles:
         doc.add(Heading("Ensemble size curve"))
         if images.get(SIZE_CURVE_PNG):
@@ -238,6 +253,7 @@ def write_report(run_dir: str | Path, *, baseline: str | None = None, order: lis
     for file, field, label, log, lower in TRADEOFFS:
         images[file] = plot_tradeoff(results, field, label, run_dir / file, log=log, lower_is_better=lower)
     images[CONFUSION_PNG] = plot_confusions(results, run_dir / CONFUSION_PNG)
+    images[COMPRESSION_PNG] = plot_compression(results, run_dir / COMPRESSION_PNG)
     doc = build_document(results, baseline, images)
     atomic_write_text(run_dir / "report.html", to_html(doc, run_dir))
     path = run_dir / "report.md"

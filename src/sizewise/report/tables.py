@@ -266,3 +266,81 @@ def verdict(results: list[dict[str, Any]]) -> list[str]:
     else:
         lines.append(f"Every other arm is significantly less accurate than {best['description']}.")
     return lines
+
+
+def compress_source(result: dict[str, Any]) -> str | None:
+    """The arm a compress arm was made from (None for an arm that trained its own model)."""
+    block = result.get("config", {}).get("compress")
+    return block.get("from") if isinstance(block, dict) else None
+
+
+def compress_root(result: dict[str, Any], by_arm: dict[str, dict[str, Any]]) -> str:
+    """The trained arm at the start of a chain of compress arms (the arm itself when it trained)."""
+    arm, seen = result["arm"], set()
+    while arm in by_arm and arm not in seen:
+        seen.add(arm)
+        source = compress_source(by_arm[arm])
+        if source is None or source not in by_arm:
+            return arm
+        arm = source
+    return arm
+
+
+def steps_label(result: dict[str, Any]) -> str:
+    """A compress arm's transforms in short: 'prune 50% → int8'."""
+    parts = []
+    for step in result["config"]["compress"].get("steps") or []:
+        kind = step.get("transform")
+        if kind == "prune":
+            parts.append(f"prune {100 * step['sparsity']:.0f}%")
+        elif kind == "prune_structured":
+            parts.append(f"prune units {100 * step['fraction']:.0f}%")
+        elif kind == "recover":
+            parts.append(f"recover {step.get('epochs', 1)} ep")
+        elif kind == "quantize_int8":
+            parts.append("int8")
+        else:
+            parts.append(str(kind))
+    return " → ".join(parts)
+
+
+def compression_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Each compress arm beside the trained arm it descends from: accuracy change, size on disk and
+    throughput as ratios of that arm's. Empty rows when the study has no compress arms."""
+    by_arm = {r["arm"]: r for r in results}
+    level = results[0]["intervals"]["level"] if results else 0.95
+    header = [
+        "arm",
+        "from",
+        "transforms",
+        f"accuracy [{100 * level:.0f}% CI]",
+        "Δ accuracy",
+        "size on disk",
+        "size ratio",
+        "nonzero params",
+        "inference pairs/s",
+        "speed-up",
+    ]
+    rows = []
+    for r in results:
+        if compress_source(r) is None:
+            continue
+        root = by_arm[compress_root(r, by_arm)]
+        c, rc = r["cost"], root["cost"]
+        lo, hi = r["intervals"]["accuracy"]
+        nonzero = c.get("parameters_nonzero")
+        rows.append(
+            [
+                r["description"],
+                root["description"],
+                steps_label(r),
+                f"{fmt_number(r['metrics']['accuracy'])} [{lo:.3f}, {hi:.3f}]",
+                f"{100 * (r['metrics']['accuracy'] - root['metrics']['accuracy']):+.1f} pts",
+                f"{c['size_on_disk_mb']:.1f} MB",
+                f"{c['size_on_disk_mb'] / rc['size_on_disk_mb']:.2f}×",
+                "–" if nonzero is None else f"{nonzero / 1e6:.2f}M of {c['parameters_total'] / 1e6:.2f}M",
+                f"{c['inference_pairs_per_s']:,.0f}",
+                f"{c['inference_pairs_per_s'] / rc['inference_pairs_per_s']:.2f}×",
+            ]
+        )
+    return header, rows

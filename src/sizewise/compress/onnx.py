@@ -1,0 +1,166 @@
+"""int8 quantization of a transformer through onnxruntime: export to ONNX, quantize dynamically, predict
+with an onnxruntime session.
+
+torch's dynamic int8 (``torch.ao``) quantizes the Linear layers only and speeds MiniLM-L6 up by
+about 1.3–1.5× on a small CPU; onnxruntime's ``quantize_dynamic`` also stores the embedding tables
+in int8 (about a quarter of the fp32 file) and runs its own int8 kernels. The quantized network is
+kept as ONNX bytes inside an :class:`OnnxClassifier`, a parameter-free ``nn.Module`` that stands in
+for the Hugging Face model, so the transformer learner predicts through it unchanged. It is saved
+as ``model.int8.onnx`` (ONNX is protobuf: loading it runs no code from the file).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sizewise.errors import ConfigError
+
+ONNX_FILE = "model.int8.onnx"
+
+
+def onnxruntime_problem() -> str | None:
+    """Why the onnxruntime backend cannot run here (a missing package), or None."""
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"backend 'onnxruntime' needs {' and '.join(missing)} (pip install onnx onnxruntime)"
+    return None
+
+
+class OnnxClassifier(nn.Module):
+    """An onnxruntime session in place of a sequence-classification model: ``model(**batch).logits``.
+
+    ``counts`` holds the parameter counts of the network it was exported from (total, and the
+    weights left non-zero by pruning): an ONNX graph has no parameters to count.
+    """
+
+    def __init__(self, onnx_bytes: bytes, input_names: list[str], config: Any, counts: dict[str, int]) -> None:
+        super().__init__()
+        self.onnx_bytes = onnx_bytes
+        self.input_names = list(input_names)
+        self.config = config
+        self.counts = dict(counts)
+        self._session: Any = None
+        self._threads = 0
+
+    def _session_for_now(self) -> Any:
+        import onnxruntime as ort
+
+        threads = torch.get_num_threads()  # the same thread budget as torch's kernels get
+        if self._session is None or threads != self._threads:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            self._session = ort.InferenceSession(self.onnx_bytes, options, providers=["CPUExecutionProvider"])
+            self._threads = threads
+        return self._session
+
+    def forward(self, **inputs: torch.Tensor) -> SimpleNamespace:
+        feed = {name: inputs[name].detach().cpu().numpy().astype(np.int64) for name in self.input_names}
+        (logits,) = self._session_for_now().run(["logits"], feed)
+        return SimpleNamespace(logits=torch.from_numpy(logits))
+
+    def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy: the session is rebuilt on first use
+        state = self.__dict__.copy()
+        state["_session"] = None
+        return state
+
+
+def export_int8(learner: Any) -> dict[str, Any]:
+    """Replace a (full) transformer learner's model by its onnxruntime int8 version; returns the record."""
+    problem = onnxruntime_problem()
+    if problem:
+        raise ConfigError("quantize_int8", [problem])
+    if learner.kind != "transformer":
+        raise ConfigError(
+            "quantize_int8",
+            [f"backend 'onnxruntime' is for transformer learners; use backend 'torch' for a {learner.kind}"],
+        )
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = learner.model_.to("cpu").eval()
+    params = [p.detach() for p in model.parameters()]
+    counts = {
+        "total": sum(p.numel() for p in params),
+        "nonzero": sum(int(torch.count_nonzero(p)) for p in params),
+    }
+    tokenizer = learner.tokenizer_
+    sample = tokenizer(
+        ["A man plays a guitar on stage.", "Two dogs run."],
+        ["Someone makes music.", "Animals sleep."],
+        padding=True,
+        return_tensors="pt",
+    )
+    names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
+    axes = {k: {0: "batch", 1: "tokens"} for k in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "model.onnx", Path(tmp) / ONNX_FILE
+        with torch.no_grad(), _quiet_export():
+            torch.onnx.export(
+                _LogitsOnly(model, names),
+                tuple(sample[k] for k in names),
+                str(fp32),
+                input_names=names,
+                output_names=["logits"],
+                dynamic_axes={**axes, "logits": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+        logging.disable(logging.WARNING)  # onnxruntime logs a pre-processing hint on the root logger
+        try:
+            quantize_dynamic(
+                str(fp32),
+                str(int8),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+        finally:
+            logging.disable(logging.NOTSET)
+        data = int8.read_bytes()
+        fp32_bytes = fp32.stat().st_size
+    learner.model_ = OnnxClassifier(data, names, model.config, counts)
+    learner.config = learner.config.model_copy(update={"device": "cpu", "precision": "fp32"})
+    return {
+        "transform": "quantize_int8",
+        "backend": "onnxruntime",
+        "dtype": "qint8",
+        "scheme": "per_channel_symmetric",
+        "onnx_fp32_bytes": fp32_bytes,
+        "onnx_int8_bytes": len(data),
+    }
+
+
+class _LogitsOnly(nn.Module):
+    """The model with positional inputs and the logits tensor as its only output (for export)."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.model(**dict(zip(self.names, tensors))).logits
+
+
+class _quiet_export:
+    """Silence the tracer's warnings about Python values in the traced code (they are constants here)."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore")
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
