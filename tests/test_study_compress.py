@@ -231,3 +231,24 @@ def test_only_a_compressible_kind_can_be_a_source() -> None:
                 "arms": [arm, {"name": "c", "compress": {"from": "x", "sparsity": [0.5]}}],
             }
         )
+
+
+def test_a_compressed_model_costs_its_source_training_too(study: tuple[StudyConfig, Path]) -> None:
+    from sizewise.report.tables import cumulative_cost, verdict
+
+    _, run = study
+    results = load_results(run)
+    by_arm = {r["arm"]: r for r in results}
+    key = "train_energy_kwh"
+    p50, wide = by_arm["wide-c-p50"], by_arm["wide"]
+    assert cumulative_cost(wide, by_arm, key) == wide["cost"][key]
+    assert cumulative_cost(p50, by_arm, key) == pytest.approx(wide["cost"][key] + p50["cost"][key])
+    assert cumulative_cost(p50, by_arm, "no_such_cost") is None
+    # the verdict's energy ratios use it: with the fake tracker every arm spends the same, so a compress
+    # arm costs twice what a trained arm does, whichever of them is the most accurate
+    lines = " ".join(verdict(results))
+    best = max(results, key=lambda r: r["metrics"]["accuracy"])
+    if best["config"].get("compress"):
+        assert f"{wide['description']} is" in lines and "2.0× less training energy" in lines
+    else:
+        assert "2.0× more training energy" in lines

@@ -84,7 +84,13 @@ def plot_tradeoff(
 ) -> bool:
     """Test accuracy (with its interval) against one cost of every arm, the Pareto frontier drawn.
     Returns False (and writes nothing) when no arm has the cost."""
-    points = [(r, r["cost"].get(field)) for r in results]
+    from sizewise.report.tables import cumulative_cost
+
+    by_arm = {r["arm"]: r for r in results}
+    # a compressed model's training cost is its source's training plus the compression
+    points = [
+        (r, cumulative_cost(r, by_arm, field) if field.startswith("train_") else r["cost"].get(field)) for r in results
+    ]
     points = [(r, float(x)) for r, x in points if x is not None and (x > 0 or not log)]
     if not points:
         return False

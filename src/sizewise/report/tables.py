@@ -216,7 +216,8 @@ def compare_arms(a: dict[str, Any], b: dict[str, Any], *, seed: int = 0) -> dict
 def verdict(results: list[dict[str, Any]]) -> list[str]:
     """Plain-language sentences computed from the numbers: every arm against the most accurate
     one (difference with its interval's half-width, significance, training energy or time,
-    parameters, inference throughput), then the cheapest arm that is not significantly worse."""
+    parameters, inference throughput), then the cheapest arm that is not significantly worse.
+    A compress arm's training cost includes its source arm's (see :func:`cumulative_cost`)."""
     if not results:
         return []
     best = max(results, key=lambda r: r["metrics"]["accuracy"])
@@ -225,8 +226,11 @@ def verdict(results: list[dict[str, Any]]) -> list[str]:
         f"The most accurate arm is {best['description']}: accuracy {best['metrics']['accuracy']:.3f} "
         f"[{lo:.3f}, {hi:.3f}]."
     ]
-    bc = best["cost"]
+    by_arm = {r["arm"]: r for r in results}
     use_energy = all(_energy(r["cost"], "train") is not None for r in results)
+    key = "train_energy_kwh" if use_energy else "train_seconds"
+    best_cost = max(cumulative_cost(best, by_arm, key) or 0.0, 1e-12)
+    bc = best["cost"]
     candidates = [best]
     for r in sorted(results, key=lambda r: -r["metrics"]["accuracy"]):
         if r is best:
@@ -240,12 +244,8 @@ def verdict(results: list[dict[str, Any]]) -> list[str]:
         d, (dlo, dhi) = 100 * acc["difference"], (100 * acc["interval"][0], 100 * acc["interval"][1])
         p = cmp["mcnemar"]["p_value"]
         c = r["cost"]
-        if use_energy:
-            train_cost = fmt_ratio(_energy(c, "train") / max(_energy(bc, "train") or 0.0, 1e-12), "less", "more")
-            train_cost += " training energy"
-        else:
-            train_cost = fmt_ratio(c["train_seconds"] / max(bc["train_seconds"], 1e-9), "less", "more")
-            train_cost += " training time"
+        train_cost = fmt_ratio((cumulative_cost(r, by_arm, key) or 0.0) / best_cost, "less", "more")
+        train_cost += " training energy" if use_energy else " training time"
         params = fmt_ratio(c["parameters_total"] / max(bc["parameters_total"], 1), "fewer", "more")
         speed = fmt_ratio(c["inference_pairs_per_s"] / max(bc["inference_pairs_per_s"], 1e-9), "lower", "higher")
         significance = f"significant, McNemar p {fmt_p(p)}" if p < 0.05 else f"not significant, McNemar p {fmt_p(p)}"
@@ -257,8 +257,7 @@ def verdict(results: list[dict[str, Any]]) -> list[str]:
         if p >= 0.05:
             candidates.append(r)
     if len(candidates) > 1:
-        key = "train_energy_kwh" if use_energy else "train_seconds"
-        cheapest = min(candidates, key=lambda r: r["cost"][key])
+        cheapest = min(candidates, key=lambda r: cumulative_cost(r, by_arm, key) or 0.0)
         who = f"{cheapest['description']} is" if cheapest is not best else f"{best['description']} is also"
         lines.append(
             f"{who} the cheapest to train of the arms not significantly less accurate than {best['description']}."
@@ -272,6 +271,21 @@ def compress_source(result: dict[str, Any]) -> str | None:
     """The arm a compress arm was made from (None for an arm that trained its own model)."""
     block = result.get("config", {}).get("compress")
     return block.get("from") if isinstance(block, dict) else None
+
+
+def cumulative_cost(result: dict[str, Any], by_arm: dict[str, dict[str, Any]], key: str) -> float | None:
+    """A cost field of an arm; for a compress arm, plus that of every arm it descends from (a
+    compressed model costs its source's training and then the compression). None if any is missing."""
+    total, arm, seen = 0.0, result, set()
+    while arm is not None and arm["arm"] not in seen:
+        seen.add(arm["arm"])
+        value = arm["cost"].get(key)
+        if value is None:
+            return None
+        total += float(value)
+        source = compress_source(arm)
+        arm = by_arm.get(source) if source is not None else None
+    return total
 
 
 def compress_root(result: dict[str, Any], by_arm: dict[str, dict[str, Any]]) -> str:
