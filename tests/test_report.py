@@ -278,3 +278,19 @@ def test_compare_cli(run_dir: Path, tmp_path: Path) -> None:
     proc = run_cli("compare", str(other), str(run_dir / "ens"))
     assert proc.returncode == 2
     assert "scored on different test sets" in proc.stderr and proc.stderr.count("error:") == 1
+
+
+def test_significance_matrix_is_the_mcnemar_test_of_every_pair(run_dir: Path) -> None:
+    from sizewise.evaluation.stats import mcnemar_exact
+    from sizewise.report.tables import fmt_p, significance_matrix
+
+    results = load_results(run_dir)
+    header, rows = significance_matrix(results)
+    assert header == ["", *[r["arm"] for r in results]]
+    for i, a in enumerate(results):
+        assert rows[i][0] == a["arm"] and rows[i][i + 1] == "·"
+        for j, b in enumerate(results):
+            if i == j:
+                continue
+            p = mcnemar_exact(a["predictions"]["y_true"], a["predictions"]["y_pred"], b["predictions"]["y_pred"])
+            assert rows[i][j + 1] == rows[j][i + 1] == fmt_p(p["p_value"]) + (" *" if p["p_value"] < 0.05 else "")

@@ -171,18 +171,16 @@ def cost_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
 def significance_matrix(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Exact McNemar p-values between every two arms scored on the same test pairs."""
     header = ["", *[r["arm"] for r in results]]
-    rows = []
-    for a in results:
-        row = [a["arm"]]
-        for b in results:
-            if a is b:
-                row.append("·")
-            elif a["data"]["test"]["fingerprint"] != b["data"]["test"]["fingerprint"]:
-                row.append("n/a")
-            else:
+    cells: dict[tuple[int, int], str] = {}
+    for i, a in enumerate(results):
+        for j, b in enumerate(results[i + 1 :], start=i + 1):
+            if a["data"]["test"]["fingerprint"] != b["data"]["test"]["fingerprint"]:
+                cell = "n/a"
+            else:  # the test is symmetric: computed once per pair
                 p = mcnemar_exact(a["predictions"]["y_true"], a["predictions"]["y_pred"], b["predictions"]["y_pred"])
-                row.append(fmt_p(p["p_value"]) + (" *" if p["p_value"] < 0.05 else ""))
-        rows.append(row)
+                cell = fmt_p(p["p_value"]) + (" *" if p["p_value"] < 0.05 else "")
+            cells[i, j] = cells[j, i] = cell
+    rows = [[a["arm"], *(cells.get((i, j), "·") for j in range(len(results)))] for i, a in enumerate(results)]
     return header, rows
 
 
