@@ -100,7 +100,7 @@ def _machine(results: list[dict[str, Any]]) -> str:
 
 def summarize_transformers(run_dir: Path, against: list[Path]) -> str:
     """Transformer arms beside other arms scored on the same test set (e.g. the core ensemble)."""
-    results = load_results(run_dir)
+    results = [r for r in load_results(run_dir, _study_order(run_dir)) if not r["config"].get("compress")]
     for arm_dir in against:
         results.append(json.loads((arm_dir / "result.json").read_text(encoding="utf-8")))
     first = results[0]
@@ -124,6 +124,12 @@ def summarize_transformers(run_dir: Path, against: list[Path]) -> str:
             f"| {epochs} | {fmt_seconds(c['train_seconds'])} | {fmt_seconds(c['train_cpu_seconds'])} "
             f"| {c['inference_pairs_per_s']:,.0f} ({c['inference_batch_pairs']}) | {c['size_on_disk_mb']:.1f} MB |"
         )
+    if any(r["config"].get("learner", {}).get("mode") in ("lora", "ia3") for r in results):
+        lines += [
+            "",
+            "A LoRA arm's size on disk is its adapter and classification head: it is loaded onto the base "
+            "model, which has to be at hand as well.",
+        ]
     for base in results[len(results) - len(against) :]:
         tests = paired_tests(results, base["arm"])
         lines += ["", f"| vs {base['description']} | Δ accuracy [95% CI] | McNemar p |", "|---|---|---|"]

@@ -472,3 +472,13 @@ def test_a_missing_onnxruntime_is_named(transformers: dict[str, Any], monkeypatc
     monkeypatch.setattr(onnx_mod.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=r"needs onnx and onnxruntime \(pip install onnx onnxruntime\)"):
         compress(transformers["full"], ORT_INT8)
+
+
+def test_recover_on_a_subset_of_the_pairs(bilstm: Any, train: Any) -> None:
+    healed = compress(bilstm, [{"transform": "prune", "sparsity": 0.5}, {"transform": "recover", "pairs": 12}], train)
+    record = healed.transforms_[-1]
+    assert record["pairs"] == 12 < len(train)
+    again = compress(bilstm, [{"transform": "prune", "sparsity": 0.5}, {"transform": "recover", "pairs": 12}], train)
+    np.testing.assert_array_equal(healed.predict_proba(train), again.predict_proba(train))  # the same subset
+    everything = compress(bilstm, [{"transform": "prune", "sparsity": 0.5}, {"transform": "recover"}], train)
+    assert everything.transforms_[-1]["pairs"] == len(train)

@@ -252,3 +252,19 @@ def test_a_compressed_model_costs_its_source_training_too(study: tuple[StudyConf
         assert f"{wide['description']} is" in lines and "2.0× less training energy" in lines
     else:
         assert "2.0× more training energy" in lines
+
+
+def test_a_sweep_can_recover_after_pruning(tmp_path: Path) -> None:
+    raw = _raw(tmp_path)
+    raw["arms"] = [
+        raw["arms"][0],
+        {"name": "r", "compress": {"from": "wide", "sparsity": [0.5], "int8": [True], "recover_epochs": 2,
+                                   "recover_pairs": 40}},
+    ]  # fmt: skip
+    (arm,) = parse_study(raw).arms[1:]
+    assert arm.name == "r-p50-int8"
+    assert arm.compress is not None and arm.compress.steps == [
+        {"transform": "prune", "sparsity": 0.5, "method": "global_magnitude"},
+        {"transform": "recover", "epochs": 2, "pairs": 40},
+        {"transform": "quantize_int8"},
+    ]

@@ -84,6 +84,9 @@ class CompressArmConfig(_Strict):
         "global_magnitude", description="Sweep: how the pruned weights are picked."
     )
     recover_epochs: int = Field(0, ge=0, description="Sweep: fine-tuning epochs after pruning (0 = none).")
+    recover_pairs: int | None = Field(
+        None, ge=1, description="Sweep: fine-tune on a random subset of this many training pairs (None: all)."
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> CompressArmConfig:
@@ -125,7 +128,10 @@ class CompressArmConfig(_Strict):
                 if level > 0:
                     steps.append({"transform": "prune", "sparsity": level, "method": self.method})
                     if self.recover_epochs:
-                        steps.append({"transform": "recover", "epochs": self.recover_epochs})
+                        recover: dict[str, Any] = {"transform": "recover", "epochs": self.recover_epochs}
+                        if self.recover_pairs is not None:
+                            recover["pairs"] = self.recover_pairs
+                        steps.append(recover)
                     suffix += f"-p{round(level * 100)}"
                 if quantize:
                     steps.append({"transform": "quantize_int8"})

@@ -394,10 +394,13 @@ def prune_structured(learner: Any, fraction: float) -> Any:
     return compress(learner, [{"transform": "prune_structured", "fraction": fraction}])
 
 
-def recover(learner: Any, train: PairData, *, epochs: int = 1, learning_rate: float | None = None) -> Any:
+def recover(
+    learner: Any, train: PairData, *, epochs: int = 1, learning_rate: float | None = None, pairs: int | None = None
+) -> Any:
     """Fine-tune a pruned learner on ``train`` for a few ``epochs``, keeping pruned weights at zero
     (before quantizing: int8 weights do not train). The record holds the loss of every epoch."""
-    return compress(learner, [{"transform": "recover", "epochs": epochs, "learning_rate": learning_rate}], train)
+    step = {"transform": "recover", "epochs": epochs, "learning_rate": learning_rate, "pairs": pairs}
+    return compress(learner, [step], train)
 
 
 def quantize_dynamic_int8(learner: Any) -> Any:

@@ -67,6 +67,9 @@ class RecoverStep(_Step):
 
     transform: Literal["recover"] = "recover"
     epochs: int = Field(1, ge=1, description="Passes over the training pairs.")
+    pairs: int | None = Field(
+        None, ge=1, description="Fine-tune on a stratified random subset of this many training pairs (None: all)."
+    )
     learning_rate: float | None = Field(
         None, gt=0, description="Adam learning rate; None: the base learner's own (bilstm 1e-3, full fine-tune 5e-5)."
     )
@@ -319,6 +322,10 @@ def _recover(learner: Any, model: nn.Module, step: RecoverStep, train: PairData 
         raise ConfigError("recover", ["needs labelled training pairs (compress(..., train=pairs) or recover(...))"])
     check_scheme(learner.scheme_, train)
     cfg = learner.config
+    if step.pairs is not None and step.pairs < len(train):
+        from sizewise.data.sampling import sample_subset
+
+        train = sample_subset(train, step.pairs, cfg.seed)
     device = next(model.parameters()).device
     enc, forward, default_lr = _training_view(learner, model, train, device)
     lr = step.learning_rate or default_lr
