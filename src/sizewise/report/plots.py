@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -128,7 +129,8 @@ def plot_compression(results: list[dict[str, Any]], path: Path) -> bool:
     if not lines:
         return False
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
-    for root, arms in lines.items():
+    for i, (root, arms) in enumerate(lines.items()):
+        color = f"C{i % 10}"
         points = sorted([by_arm[root], *arms], key=lambda r: r["cost"]["size_on_disk_mb"])
         xs = [r["cost"]["size_on_disk_mb"] for r in points]
         ys = [r["metrics"]["accuracy"] for r in points]
@@ -136,12 +138,18 @@ def plot_compression(results: list[dict[str, Any]], path: Path) -> bool:
             [y - r["intervals"]["accuracy"][0] for r, y in zip(points, ys)],
             [r["intervals"]["accuracy"][1] - y for r, y in zip(points, ys)],
         ]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=by_arm[root]["description"])
+        ax.errorbar(xs, ys, yerr=err, fmt="o", color=color, capsize=3)
+        # the line: the best accuracy reached at each size or less, smallest to largest
+        best = [max(ys[: j + 1]) for j in range(len(ys))]
+        ax.step(xs, best, where="post", color=color, label=by_arm[root]["description"])
         for r, x, y in zip(points, xs, ys):
             tag = "fp32" if r["arm"] == root else steps_label(r).replace("prune ", "p")
             ax.annotate(tag, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=6)
     ax.set_xscale("log")
-    ax.set_xlabel("size on disk, MB (log scale)")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.set_xlabel("size on disk, MB (log scale; line: best accuracy at that size or less)")
     ax.set_ylabel("test accuracy (95% CI)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
