@@ -288,10 +288,10 @@ class CompressedLearner:
         base.best_epoch_ = base_meta.get("best_epoch", len(base.history_))
         base.monitor_probas_ = []
         params = meta.get("parameters", {})
-        config = SimpleNamespace(model_type=base_meta.get("model_type"))
+        model_config = SimpleNamespace(model_type=base_meta.get("model_type"))
         counts = {"total": int(params.get("total", 0)), "nonzero": int(params.get("nonzero", 0))}
         inputs = list(meta.get("onnx_inputs") or ["input_ids", "attention_mask"])
-        base.model_ = OnnxClassifier((directory / ONNX_FILE).read_bytes(), inputs, config, counts)
+        base.model_ = OnnxClassifier((directory / ONNX_FILE).read_bytes(), inputs, model_config, counts)
         config = _config_from_meta(meta.get("config", {}), base, directory)
         learner = cls._wrap(base, list(meta.get("transforms", [])), config)
         if learner.scheme_.name != scheme_from_meta(meta).name:

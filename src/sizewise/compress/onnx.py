@@ -1,9 +1,10 @@
 """int8 quantization of a transformer through onnxruntime: export to ONNX, quantize dynamically, predict
 with an onnxruntime session.
 
-torch's dynamic int8 (``torch.ao``) quantizes the Linear layers only and speeds MiniLM-L6 up by
-about 1.3–1.5× on a small CPU; onnxruntime's ``quantize_dynamic`` also stores the embedding tables
-in int8 (about a quarter of the fp32 file) and runs its own int8 kernels. The quantized network is
+torch's dynamic int8 (``torch.ao``) quantizes the Linear layers only (MiniLM-L6: 0.65× the file,
+1.24× the pairs/s on the 2-core benchmark machine, BENCHMARKS.md); onnxruntime's ``quantize_dynamic``
+also stores the embedding tables in int8 (0.26× the file, 1.67× the pairs/s there) and runs its own
+int8 kernels. The quantized network is
 kept as ONNX bytes inside an :class:`OnnxClassifier`, a parameter-free ``nn.Module`` that stands in
 for the Hugging Face model, so the transformer learner predicts through it unchanged. It is saved
 as ``model.int8.onnx`` (ONNX is protobuf: loading it runs no code from the file).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -105,7 +107,9 @@ def export_int8(learner: Any) -> dict[str, Any]:
     axes = {k: {0: "batch", 1: "tokens"} for k in names}
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "model.onnx", Path(tmp) / ONNX_FILE
-        with torch.no_grad(), _quiet_export():
+        # The tracer warns about Python values in the traced code; they are constants here.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(
                 _LogitsOnly(model, names),
                 tuple(sample[k] for k in names),
@@ -150,17 +154,3 @@ class _LogitsOnly(nn.Module):
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         return self.model(**dict(zip(self.names, tensors))).logits
-
-
-class _quiet_export:
-    """Silence the tracer's warnings about Python values in the traced code (they are constants here)."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore")
-
-    def __exit__(self, *exc: object) -> None:
-        self._ctx.__exit__(*exc)
