@@ -1,22 +1,17 @@
 #!/usr/bin/env bash
 # Core benchmark: one BiLSTM vs 11 bagged vs 11 boosted BiLSTMs on SNLI (nli3 and binary) and
 # MultiNLI, then the tables of BENCHMARKS.md. Needs SIZEWISE_DATA pointing at a data home with
-# snli and mnli. 2 to 2.5 hours on 2 CPU cores; arms already finished are skipped on re-runs.
+# snli and mnli. About 2.5 hours on 2 CPU cores; arms already finished are skipped on re-runs.
 #
-# Order, as BENCHMARKS.md was measured: the BiLSTM and bagged arms of each study one after the
-# other (bagging uses both cores: 2 worker processes, 1 thread each); then the boosted arms, one
-# thread each (boosting trains its members in sequence): the two SNLI studies side by side, then
-# MultiNLI (beside benchmarks/trainer_speed.py when BENCHMARKS.md was measured).
+# One arm at a time, nothing else running: energy is read for the whole machine (see BENCHMARKS.md),
+# so an arm's energy is its own only when it has the machine to itself. Bagging uses both cores
+# (2 worker processes, 1 thread each); boosting trains its members in sequence with 2 threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZEWISE="${SIZEWISE:-.venv/bin/sizewise}"
 for study in core-snli-nli3 core-snli-binary core-mnli; do
-  "$SIZEWISE" study run "benchmarks/$study.yaml" --arm bilstm --arm bagged-11
+  "$SIZEWISE" study run "benchmarks/$study.yaml" --arm bilstm --arm bagged-11 --arm boosted-11
 done
-OMP_NUM_THREADS=1 "$SIZEWISE" study run benchmarks/core-snli-nli3.yaml &
-OMP_NUM_THREADS=1 "$SIZEWISE" study run benchmarks/core-snli-binary.yaml &
-wait
-OMP_NUM_THREADS=1 "$SIZEWISE" study run benchmarks/core-mnli.yaml
 # Keep the result files (metrics, intervals, costs, curves, test predictions; not the models)
 # beside the benchmark, and write the tables.
 for study in core-snli-nli3 core-snli-binary core-mnli; do

@@ -1,7 +1,8 @@
 """LoRA fine-tuning three ways, side by side: sizewise vs a transformers.Trainer + peft script.
 
     python benchmarks/trainer_speed.py [--train-size 4000] [--test-size 2000] [--epochs 1] \
-        [--batch-size 32] [--max-length 128] [--lr 2e-3] [--model minilm] [--out runs/trainer-speed]
+        [--batch-size 32] [--max-length 128] [--lr 2e-3] [--model minilm] [--seeds 0 1 2] \
+        [--example-seeds 1] [--out runs/trainer-speed]
 
 The same model, training pairs (an SNLI train subset), test pairs, batch size, epochs, max_length,
 learning rate, warm-up, weight decay, LoRA rank / alpha / dropout / target modules and seed, run as
@@ -12,7 +13,9 @@ learning rate, warm-up, weight decay, LoRA rank / alpha / dropout / target modul
 3. ``trainer-best``    — the same Trainer with dynamic padding (``DataCollatorWithPadding``) and
    ``train_sampling_strategy="group_by_length"``.
 
-Each way runs in its own fresh process, one after the other, with the same torch thread count.
+Each way runs in its own fresh process, one after the other, with the same torch thread count,
+once per seed; the ways are interleaved seed by seed (see ``_plan``) so that a slow spell of the
+machine does not fall on one way only.
 Training wall time (model loaded, data tokenized: only the optimization loop and nothing else
 in the ``fit`` / ``train`` call) and test accuracy are recorded; prediction time on the test pairs
 is recorded separately. Writes ``<out>/trainer_speed.json`` and prints a Markdown table.
@@ -48,7 +51,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "lora_r": 8,
         "lora_alpha": 16,
         "lora_dropout": 0.1,
-        "seed": args.seed,
+        "seed": args.seeds[0],
+        "data_seed": 0,
         "threads": args.threads,
     }
 
@@ -57,8 +61,9 @@ def _data(s: dict[str, Any]) -> tuple[Any, Any]:
     from sizewise.data.catalog import load_dataset
     from sizewise.data.sampling import sample_subset
 
-    train = sample_subset(load_dataset("snli", "train"), s["train_size"], seed=s["seed"])
-    test = sample_subset(load_dataset("snli", "test"), s["test_size"], seed=s["seed"])
+    # The same training and test pairs for every way and seed: a seed changes only the training run.
+    train = sample_subset(load_dataset("snli", "train"), s["train_size"], seed=s["data_seed"])
+    test = sample_subset(load_dataset("snli", "test"), s["test_size"], seed=s["data_seed"])
     return train, test
 
 
@@ -204,6 +209,20 @@ def _one(way: str, settings_json: str) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def _plan(seeds: list[int], ways: list[str], example_seeds: int) -> list[tuple[int, str]]:
+    """The order of the runs: seed by seed, the ways' order reversed on every other seed.
+
+    Interleaving the ways and alternating their order spreads any drift of the shared machine over
+    all ways instead of charging it to whichever ran last. The slow example-defaults way runs for
+    the first ``example_seeds`` seeds only.
+    """
+    plan = []
+    for i, seed in enumerate(seeds):
+        order = [w for w in ways if w != "trainer-example" or i < example_seeds]
+        plan += [(seed, w) for w in (order if i % 2 == 0 else order[::-1])]
+    return plan
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="minilm")
@@ -214,16 +233,17 @@ def main() -> None:
     parser.add_argument("--eval-batch-size", type=int, default=128)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Run every way once per seed.")
+    parser.add_argument(
+        "--example-seeds",
+        type=int,
+        default=1,
+        help="Run the (slow) example-defaults way for only the first N seeds (default 1).",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     parser.add_argument("--out", type=Path, default=Path("runs/trainer-speed"))
     parser.add_argument("--table", type=Path, help="Only print the table of an earlier trainer_speed.json.")
-    parser.add_argument(
-        "--update",
-        action="store_true",
-        help="Re-run only --ways and replace their entries in <out>/trainer_speed.json (marked as re-runs).",
-    )
     parser.add_argument("--write", type=Path, help="Also replace the speed block of this Markdown file.")
     parser.add_argument("--one", choices=WAYS, help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
@@ -240,32 +260,23 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     s = _settings(args)
     s["workdir"] = str(args.out)
-    results: dict[str, Any] = {}
-    for way in args.ways:
-        print(f"--- {way}", flush=True)
+    runs: list[dict[str, Any]] = []
+    plan = _plan(args.seeds, args.ways, args.example_seeds)
+    for n, (seed, way) in enumerate(plan, 1):
+        print(f"--- [{n}/{len(plan)}] {way}, seed {seed}", flush=True)
         proc = subprocess.run(
-            [sys.executable, __file__, "--one", way, "--settings", json.dumps(s)],
+            [sys.executable, __file__, "--one", way, "--settings", json.dumps({**s, "seed": seed})],
             stdout=subprocess.PIPE,
             text=True,
             check=True,
         )
         line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-        results[way] = json.loads(line.removeprefix("RESULT "))
-        print(f"    {results[way]}", flush=True)
+        runs.append({"way": way, "seed": seed, **json.loads(line.removeprefix("RESULT "))})
+        print(f"    {runs[-1]}", flush=True)
     from sizewise.environment import environment
 
-    record = {"settings": s, "results": results, "environment": environment()}
-    previous = args.out / "trainer_speed.json"
-    if args.update and previous.is_file():
-        old = json.loads(previous.read_text())
-        if {k: v for k, v in old["settings"].items() if k != "workdir"} != {
-            k: v for k, v in s.items() if k != "workdir"
-        }:
-            raise SystemExit(f"{previous}: made with other settings; run all ways again instead of --update")
-        for way, r in results.items():
-            r["rerun_of"] = old["results"].get(way)
-        record["results"] = {**old["results"], **results}
-        record["rerun"] = sorted(results)
+    s = {k: v for k, v in s.items() if k != "seed"} | {"seeds": args.seeds}
+    record = {"settings": s, "runs": runs, "environment": environment()}
     (args.out / "trainer_speed.json").write_text(json.dumps(record, indent=2) + "\n")
     print(table(record))
     if args.write:
@@ -281,39 +292,72 @@ def _write_block(path: Path, text: str) -> None:
     path.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
 
 
+def summarize(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per way: its runs' train times and accuracies, and its time against sizewise's on the same seeds.
+
+    The ratio is the median over seeds of (this way's train time / sizewise's train time on that
+    seed): each ratio compares two runs made next to each other.
+    """
+    import statistics
+
+    by_way: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in record["runs"]:
+        by_way.setdefault(r["way"], {})[r["seed"]] = r
+    ref = by_way.get("sizewise", {})
+    out = {}
+    for way, runs in by_way.items():
+        times = [r["train_seconds"] for r in runs.values()]
+        accs = [r["accuracy"] for r in runs.values()]
+        ratios = [r["train_seconds"] / ref[seed]["train_seconds"] for seed, r in runs.items() if seed in ref]
+        out[way] = {
+            "seeds": sorted(runs),
+            "train_seconds": times,
+            "median_train_seconds": statistics.median(times),
+            "ratio": statistics.median(ratios) if ratios else None,
+            "ratios": ratios,
+            "accuracies": accs,
+            "mean_accuracy": statistics.fmean(accs),
+            "sd_accuracy": statistics.stdev(accs) if len(accs) > 1 else None,
+            "median_predict_seconds": statistics.median(r["predict_seconds"] for r in runs.values()),
+        }
+    # Accuracy difference to sizewise, paired by seed.
+    for way, summary in out.items():
+        diffs = [r["accuracy"] - ref[seed]["accuracy"] for seed, r in by_way[way].items() if seed in ref]
+        summary["mean_accuracy_difference"] = statistics.fmean(diffs) if diffs and way != "sizewise" else None
+    return out
+
+
 def table(record: dict[str, Any]) -> str:
-    """The Markdown table of one comparison: times, ratios against sizewise, accuracies."""
-    results = record["results"]
-    ref = results.get("sizewise")
+    """The Markdown table of one comparison: times, ratios against sizewise, accuracies per seed."""
+    summary = summarize(record)
     lines = [
-        "| way | train time | × sizewise's time | test accuracy | predict time |",
-        "|---|---|---|---|---|",
+        "| way | seeds | train time (median; per seed) | × sizewise's time (median of per-seed ratios) "
+        "| test accuracy (mean ± sd; per seed) | accuracy − sizewise's (mean over seeds) | predict time (median) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for way, r in results.items():
-        # A way re-run on its own keeps the time of the side-by-side run for its ratio.
-        first = r.get("rerun_of") or r
-        ratio = f"{first['train_seconds'] / ref['train_seconds']:.2f}×" if ref else "–"
-        time_cell = f"{first['train_seconds']:.0f} s"
-        if r.get("rerun_of"):
-            time_cell += f" (re-run: {r['train_seconds']:.0f} s)"
-        lines.append(f"| {way} | {time_cell} | {ratio} | {r['accuracy']:.3f} | {r['predict_seconds']:.0f} s |")
-    for way in record.get("rerun", []):
-        first = results[way].get("rerun_of")
-        if first:
-            lines += [
-                "",
-                f"{way} was re-run on its own with the same settings after the side-by-side run (accuracy there: "
-                f"{first['accuracy']:.3f}); its ratio is the side-by-side run's.",
-            ]
+    for way, w in summary.items():
+        per_seed_t = ", ".join(f"{t:.0f}" for t in w["train_seconds"])
+        ratio = "–" if w["ratio"] is None else f"{w['ratio']:.2f}× ({', '.join(f'{r:.2f}' for r in w['ratios'])})"
+        acc = f"{w['mean_accuracy']:.3f}"
+        if w["sd_accuracy"] is not None:
+            acc += f" ± {w['sd_accuracy']:.3f}"
+        acc += f" ({', '.join(f'{a:.3f}' for a in w['accuracies'])})"
+        diff = "–" if w["mean_accuracy_difference"] is None else f"{100 * w['mean_accuracy_difference']:+.1f} pts"
+        lines.append(
+            f"| {way} | {', '.join(map(str, w['seeds']))} | {w['median_train_seconds']:.0f} s ({per_seed_t}) "
+            f"| {ratio} | {acc} | {diff} | {w['median_predict_seconds']:.0f} s |"
+        )
     s, env = record["settings"], record["environment"]
     lines += [
         "",
         f"Settings: {s['model']}, LoRA r {s['lora_r']} / alpha {s['lora_alpha']} / dropout {s['lora_dropout']} on "
-        f"query and value, {s['train_size']:,} SNLI train pairs, {s['epochs']} epoch, batch {s['batch_size']}, "
+        f"query and value, {s['train_size']:,} SNLI train pairs, {s['epochs']} epoch(s), batch {s['batch_size']}, "
         f"max_length {s['max_length']}, learning rate {s['learning_rate']} with {s['warmup_ratio']:.0%} linear "
-        f"warm-up, weight decay {s['weight_decay']}, seed {s['seed']}; test accuracy on {s['test_size']:,} SNLI "
-        f"test pairs (nli3). {s['threads']} torch thread(s) on {env['cpu']} ({env['cpu_count']} cores), "
-        f"torch {env['torch']}, transformers {env.get('transformers')}.",
+        f"warm-up, weight decay {s['weight_decay']}; test accuracy on {s['test_size']:,} SNLI test pairs (nli3). "
+        f"The same training and test pairs for every run; a seed sets the new classification head's "
+        f"initial weights, dropout and the batch order. "
+        f"{s['threads']} torch thread(s) on {env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "
+        f"transformers {env.get('transformers')}, peft {env.get('peft')}.",
     ]
     return "\n".join(lines)
 

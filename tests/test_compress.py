@@ -17,12 +17,13 @@ from sizewise.compress import (
     CompressedLearner,
     compress,
     prune,
+    prune_heads,
     prune_structured,
     quantize_dynamic_int8,
     read_state,
     recover,
 )
-from sizewise.compress.transforms import prunable_weights, torch_model
+from sizewise.compress.transforms import HeadPruneStep, apply_step, prunable_weights, torch_model
 from sizewise.ensembles.ensemble import EnsembleLearner
 from sizewise.errors import ConfigError, ModelError
 from sizewise.learners import create_learner, load_learner
@@ -209,6 +210,138 @@ def test_structured_pruning_of_dead_neurons_is_exact(transformers: dict[str, Any
     small = prune_structured(learner, 0.25)
     assert small.base_.model_.config.intermediate_size == 24
     np.testing.assert_allclose(small.predict_proba(data), before, rtol=0, atol=1e-6)
+
+
+# --- attention heads -----------------------------------------------------------------------------
+
+
+def _shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(p.shape) for name, p in model.state_dict().items()}
+
+
+def _assert_one_head_left(model: nn.Module) -> None:
+    """The tiny BERT (hidden 16, 2 heads of 8) cut to 1 head in each of its 2 layers."""
+    assert model.config.num_attention_heads == 2 and model.config.sizewise_attention_heads == 1
+    for layer in model.bert.encoder.layer:
+        inner = layer.attention.self
+        for proj in (inner.query, inner.key, inner.value):
+            assert proj.out_features == 8 and proj.weight.shape == (8, 16) and proj.bias.shape == (8,)
+        assert layer.attention.output.dense.in_features == 8 and layer.attention.output.dense.weight.shape == (16, 8)
+        assert inner.num_attention_heads == 1 and inner.all_head_size == 8 and inner.attention_head_size == 8
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_prune_heads_shrinks_the_attention(mode: str, transformers: dict[str, Any], tmp_path: Path) -> None:
+    data = dozen_pairs()
+    learner = transformers[mode]
+    small = prune_heads(learner, 0.5)
+    model = small.base_.model_
+    _assert_one_head_left(model)
+    assert [r["transform"] for r in small.transforms_] == (
+        ["prune_heads"] if mode == "full" else ["merge_adapter", "prune_heads"]
+    )
+    record = small.transforms_[-1]
+    # per layer: 3 projections lose 8 rows of 16 weights + 8 biases, the output loses 8 columns of 16
+    before = prune(learner, 0.0).parameter_count()["total"]  # merged, for the lora learner
+    assert record == {
+        "transform": "prune_heads",
+        "fraction": 0.5,
+        "sizes": {"attention_heads": [2, 1]},
+        "layers": 2,
+        "parameters": [before, before - 2 * (3 * (8 * 16 + 8) + 16 * 8)],
+    }
+    assert small.parameter_count()["total"] == record["parameters"][1]
+    proba = small.predict_proba(data)
+    assert proba.shape == (len(data), 3) and np.all(proba >= 0)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+    assert tuple(small.labels_) == tuple(learner.labels_) == ("entailment", "neutral", "contradiction")
+    assert learner.config.mode == mode and learner.model_.config.num_attention_heads == 2  # the original as it was
+    loaded = assert_round_trip(small, data, tmp_path / "small")
+    _assert_one_head_left(loaded.base_.model_)
+    assert _shapes(loaded.base_.model_) == _shapes(model)
+    saved = json.loads((tmp_path / "small" / "base" / "config.json").read_text())
+    assert saved["sizewise_attention_heads"] == 1 and saved["num_attention_heads"] == 2
+
+
+@torch.no_grad()
+def test_pruning_dead_heads_is_exact(transformers: dict[str, Any]) -> None:
+    # A head whose query, key, value and output weights are all zero adds nothing: removing it must
+    # leave the predictions as they were, which checks the rows / columns kept in every layer.
+    data = dozen_pairs()
+    learner = prune(transformers["full"], 0.0)  # a private copy to edit
+    for layer, dead in zip(learner.base_.model_.bert.encoder.layer, (1, 0), strict=True):
+        rows = slice(8 * dead, 8 * dead + 8)
+        for proj in (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value):
+            proj.weight[rows] = 0
+            proj.bias[rows] = 0
+        layer.attention.output.dense.weight[:, rows] = 0
+    before = learner.predict_proba(data)
+    small = prune_heads(learner, 0.5)
+    np.testing.assert_allclose(small.predict_proba(data), before, rtol=0, atol=1e-6)
+    originals = transformers["full"].model_.bert.encoder.layer
+    for layer, original, alive in zip(small.base_.model_.bert.encoder.layer, originals, (0, 1), strict=True):
+        kept = slice(8 * alive, 8 * alive + 8)  # the live head's rows and columns, as they were
+        assert torch.equal(layer.attention.self.value.weight, original.attention.self.value.weight[kept])
+        assert torch.equal(layer.attention.output.dense.weight, original.attention.output.dense.weight[:, kept])
+
+
+def test_prune_heads_then_int8_reloads(transformers: dict[str, Any], tmp_path: Path) -> None:
+    from torch.ao.nn.quantized import dynamic as nnqd
+
+    data = dozen_pairs()
+    steps = [{"transform": "prune_heads", "fraction": 0.5}, {"transform": "quantize_int8"}]
+    q = compress(transformers["full"], steps)
+    query = q.base_.model_.bert.encoder.layer[0].attention.self.query
+    assert isinstance(query, nnqd.Linear) and query.weight().shape == (8, 16)
+    reference = prune_heads(transformers["full"], 0.5).predict_proba(data)
+    assert np.abs(q.predict_proba(data) - reference).max() < 0.02
+    loaded = assert_round_trip(q, data, tmp_path / "int8")
+    assert loaded.base_.model_.bert.encoder.layer[1].attention.output.dense.weight().shape == (16, 8)
+
+
+def test_prune_heads_and_feed_forward_together_reload(transformers: dict[str, Any], tmp_path: Path) -> None:
+    data = dozen_pairs()
+    steps = [{"transform": "prune_heads", "fraction": 0.5}, {"transform": "prune_structured", "fraction": 0.5}]
+    small = compress(transformers["lora"], steps)
+    assert [r["transform"] for r in small.transforms_] == ["merge_adapter", "prune_heads", "prune_structured"]
+    loaded = assert_round_trip(small, data, tmp_path / "both")
+    model = loaded.base_.model_
+    _assert_one_head_left(model)
+    assert model.config.intermediate_size == 16 and model.bert.encoder.layer[0].intermediate.dense.out_features == 16
+    assert _shapes(model) == _shapes(small.base_.model_)
+
+
+def test_a_head_pruned_transformer_folder_reloads_and_names_missing_weights(
+    transformers: dict[str, Any], tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    data = dozen_pairs()
+    base = prune_heads(transformers["full"], 0.5).base_  # a plain transformer learner, saved as such
+    loaded = assert_round_trip(base, data, tmp_path / "plain")
+    _assert_one_head_left(loaded.model_)
+    weights = tmp_path / "plain" / "model.safetensors"
+    state = load_file(str(weights))
+    del state["classifier.weight"]
+    save_file(state, str(weights), metadata={"format": "pt"})
+    with pytest.raises(ModelError, match=r"model\.safetensors lacks weights: classifier\.weight"):
+        load_learner(tmp_path / "plain")
+
+
+def test_prune_heads_is_for_bert_style_transformers(bilstm: Any, transformers: dict[str, Any]) -> None:
+    from types import SimpleNamespace
+
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    with pytest.raises(ConfigError, match="prune_heads: removes attention heads of transformer learners; a bilstm"):
+        prune_heads(bilstm, 0.5)
+    for fraction in (1.0, -0.1):
+        with pytest.raises(ConfigError, match="prune_heads: fraction"):
+            prune_heads(transformers["full"], fraction)
+    config = DistilBertConfig(vocab_size=32, dim=16, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=16)
+    other = SimpleNamespace(kind="transformer", model_=DistilBertForSequenceClassification(config))
+    with pytest.raises(ConfigError, match="model type 'distilbert' has no BERT-style attention heads"):
+        apply_step(other, HeadPruneStep(fraction=0.5))
 
 
 # --- quantization --------------------------------------------------------------------------------
@@ -458,6 +591,18 @@ def test_onnxruntime_int8_transformer(mode: str, transformers: dict[str, Any], t
     # a model already in onnxruntime takes no further transform
     with pytest.raises(ConfigError, match="already quantized"):
         compress(q, [{"transform": "prune", "sparsity": 0.5}])
+
+
+@needs_ort
+def test_onnxruntime_int8_takes_a_head_pruned_transformer(transformers: dict[str, Any], tmp_path: Path) -> None:
+    data = dozen_pairs()
+    q = compress(transformers["full"], [{"transform": "prune_heads", "fraction": 0.5}, *ORT_INT8])
+    reference = prune_heads(transformers["full"], 0.5)
+    proba = q.predict_proba(data)
+    assert np.abs(proba - reference.predict_proba(data)).max() < 0.03
+    assert q.parameter_count()["total"] == reference.parameter_count()["total"]
+    q.save(tmp_path / "ort")
+    np.testing.assert_allclose(load_learner(tmp_path / "ort").predict_proba(data), proba, rtol=0, atol=1e-6)
 
 
 @needs_ort

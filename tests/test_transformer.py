@@ -14,7 +14,13 @@ from conftest import TINY_TRANSFORMER, build_tiny_bert, dozen_pairs
 from sizewise.data.io import read_pairs
 from sizewise.errors import ConfigError, ModelError
 from sizewise.learners import create_learner, load_learner
-from sizewise.learners.transformer import TransformerLearner, default_target_modules, resolve_model
+from sizewise.learners.transformer import (
+    TransformerLearner,
+    _Encoded,
+    adapter_is_merged,
+    default_target_modules,
+    resolve_model,
+)
 
 
 def _learner(model: Path, **settings: Any) -> TransformerLearner:
@@ -70,6 +76,26 @@ def test_saved_adapter_loads_with_plain_peft(pooler: bool, tiny_bert: Path, tmp_
     np.testing.assert_allclose(
         _plain_peft_proba(base, tmp_path / "adapter", data), learner.predict_proba(data), rtol=0, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("mode", ["lora", "ia3"])
+def test_adapter_is_merged_while_predicting_and_taken_out_after(mode: str, tiny_bert: Path) -> None:
+    data = dozen_pairs()
+    learner = _learner(tiny_bert, mode=mode, epochs=2).fit(data)
+    before = {n: p.detach().clone() for n, p in learner.model_.named_parameters()}
+    merged_in_forward: list[bool] = []
+    model = learner.model_
+    hook = model.register_forward_pre_hook(lambda *_: merged_in_forward.append(adapter_is_merged(model)))
+    merged = learner.predict_proba(data)
+    hook.remove()
+    assert merged_in_forward and all(merged_in_forward)
+    assert not adapter_is_merged(learner.model_)
+    for name, p in learner.model_.named_parameters():
+        torch.testing.assert_close(p.detach(), before[name], rtol=0, atol=1e-6)
+    # The same probabilities as the adapter applied beside the frozen weights (as in training).
+    enc = _Encoded(learner.tokenizer_, data, learner._max_length())
+    unmerged = learner._predict(enc, torch.device("cpu"), None)
+    np.testing.assert_allclose(merged, unmerged, rtol=0, atol=1e-5)
 
 
 def test_lora_parameter_accounting(tiny_bert: Path) -> None:

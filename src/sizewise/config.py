@@ -74,7 +74,7 @@ class CompressArmConfig(_Strict):
     steps: list[dict[str, Any]] | None = Field(
         None,
         description="Transforms in order: {transform: prune, sparsity, method}, {transform: prune_structured, "
-        "fraction}, {transform: recover, epochs}, {transform: quantize_int8}.",
+        "fraction}, {transform: prune_heads, fraction}, {transform: recover, epochs}, {transform: quantize_int8}.",
     )
     sparsity: list[float] | None = Field(
         None, description="Sweep: global magnitude pruning levels in [0, 1); 0 = not pruned."

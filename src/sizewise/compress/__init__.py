@@ -1,5 +1,5 @@
-"""Compression of fitted learners: pruning (unstructured and structured), recovery fine-tuning and
-dynamic int8 quantization.
+"""Compression of fitted learners: pruning (unstructured, structured, attention heads), recovery
+fine-tuning and dynamic int8 quantization.
 
 Each transform takes a fitted learner and returns a compressed copy that meets the learner
 contract (``predict_proba``, ``save`` / ``load_learner``, ``parameter_count``, ``labels_``) and is
@@ -11,22 +11,25 @@ from sizewise.compress.learner import (
     CompressedLearner,
     compress,
     prune,
+    prune_heads,
     prune_structured,
     quantize_dynamic_int8,
     recover,
 )
 from sizewise.compress.storage import read_state, storage_summary
-from sizewise.compress.transforms import PruneStep, QuantizeStep, RecoverStep, StructuredPruneStep
+from sizewise.compress.transforms import HeadPruneStep, PruneStep, QuantizeStep, RecoverStep, StructuredPruneStep
 
 __all__ = [
     "CompressedConfig",
     "CompressedLearner",
+    "HeadPruneStep",
     "PruneStep",
     "QuantizeStep",
     "RecoverStep",
     "StructuredPruneStep",
     "compress",
     "prune",
+    "prune_heads",
     "prune_structured",
     "quantize_dynamic_int8",
     "read_state",

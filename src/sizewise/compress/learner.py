@@ -1,9 +1,10 @@
 """The ``compressed`` learner: a fitted bilstm / transformer after pruning and / or int8 quantization.
 
-It is made two ways: by the transforms (``prune``, ``prune_structured``, ``quantize_dynamic_int8``,
-``compress``) applied to a fitted learner, or from a spec ``{"kind": "compressed", "base": {...},
-"steps": [...]}`` whose ``fit`` trains the base learner and then applies the steps. An ensemble is
-compressed member by member (its members become compressed learners).
+It is made two ways: by the transforms (``prune``, ``prune_structured``, ``prune_heads``,
+``quantize_dynamic_int8``, ``compress``) applied to a fitted learner, or from a spec ``{"kind":
+"compressed", "base": {...}, "steps": [...]}`` whose ``fit`` trains the base learner and then
+applies the steps. An ensemble is compressed member by member (its members become compressed
+learners).
 
 A saved compressed learner is a folder::
 
@@ -84,8 +85,9 @@ class CompressedConfig(LearnerConfig):
         default_factory=lambda: [QuantizeStep()],
         min_length=1,
         description="Transforms applied in order after training: {transform: prune, sparsity, method}, "
-        "{transform: prune_structured, fraction}, {transform: recover, epochs, learning_rate} (fine-tunes on "
-        "the training pairs, pruned weights kept at zero), {transform: quantize_int8} (last).",
+        "{transform: prune_structured, fraction}, {transform: prune_heads, fraction} (transformers), "
+        "{transform: recover, epochs, learning_rate} (fine-tunes on the training pairs, pruned weights kept "
+        "at zero), {transform: quantize_int8} (last).",
     )
     seed: int | None = Field(None, description="Overrides the base learner's seed (an ensemble sets it per member).")
 
@@ -392,6 +394,14 @@ def prune_structured(learner: Any, fraction: float) -> Any:
     direction (and the MLP's hidden neurons), or a transformer's feed-forward neurons in every layer.
     The matrices really shrink, and the learner's config records the new sizes."""
     return compress(learner, [{"transform": "prune_structured", "fraction": fraction}])
+
+
+def prune_heads(learner: Any, fraction: float) -> Any:
+    """Remove the ``fraction`` of a transformer's attention heads with the least weight, the same
+    number in every layer (a LoRA / IA3 adapter is merged first). The query, key, value and attention
+    output matrices really shrink; the saved ``config.json`` records the heads kept, so the model
+    reloads with the smaller layers."""
+    return compress(learner, [{"transform": "prune_heads", "fraction": fraction}])
 
 
 def recover(

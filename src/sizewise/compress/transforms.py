@@ -51,6 +51,13 @@ class StructuredPruneStep(_Step):
     fraction: float = Field(..., ge=0.0, lt=1.0, description="Share of the units removed, in [0, 1).")
 
 
+class HeadPruneStep(_Step):
+    """Structured pruning of a transformer's attention heads: the same number removed in every layer."""
+
+    transform: Literal["prune_heads"] = "prune_heads"
+    fraction: float = Field(..., ge=0.0, lt=1.0, description="Share of the heads removed, in [0, 1).")
+
+
 class QuantizeStep(_Step):
     """Dynamic int8 quantization (per output channel, symmetric) of the Linear and LSTM weights."""
 
@@ -75,7 +82,7 @@ class RecoverStep(_Step):
     )
 
 
-AnyStep = PruneStep | StructuredPruneStep | QuantizeStep | RecoverStep
+AnyStep = PruneStep | StructuredPruneStep | HeadPruneStep | QuantizeStep | RecoverStep
 Step = Annotated[AnyStep, Field(discriminator="transform")]
 _STEP = TypeAdapter(Step)
 
@@ -84,7 +91,7 @@ def parse_step(spec: Any) -> AnyStep:
     """A step from ``{"transform": ..., **settings}`` (or a step); bad specs raise ConfigError."""
     if isinstance(spec, _Step):
         return spec  # type: ignore[return-value]
-    known = ("prune", "prune_structured", "quantize_int8", "recover")
+    known = ("prune", "prune_structured", "prune_heads", "quantize_int8", "recover")
     source = spec.get("transform") if isinstance(spec, dict) and spec.get("transform") in known else "compress"
     try:
         return _STEP.validate_python(spec)
@@ -131,6 +138,8 @@ def apply_step(learner: Any, step: AnyStep, train: PairData | None = None) -> di
         return _prune(model, step)
     if isinstance(step, StructuredPruneStep):
         return _shrink_bilstm(learner, step) if learner.kind == "bilstm" else _shrink_feed_forward(learner, step)
+    if isinstance(step, HeadPruneStep):
+        return _shrink_attention_heads(learner, step)
     if isinstance(step, RecoverStep):
         return _recover(learner, model, step, train)
     if step.backend == "onnxruntime":
@@ -307,6 +316,47 @@ def _shrink_feed_forward(learner: Any, step: StructuredPruneStep) -> dict[str, A
         "transform": "prune_structured",
         "fraction": step.fraction,
         "sizes": {"intermediate_size": [size, k]},
+        "layers": len(blocks),
+        "parameters": [before, float_parameters(model)],
+    }
+
+
+@torch.no_grad()
+def _shrink_attention_heads(learner: Any, step: HeadPruneStep) -> dict[str, Any]:
+    """Remove the same number of attention heads in every layer: per layer, those whose weights
+    (their rows and biases in query, key and value, their columns in the attention output) have the
+    smallest squared norm. The head size stays; ``config.json`` records the heads kept."""
+    if learner.kind != "transformer":
+        raise ConfigError(
+            "prune_heads",
+            [f"removes attention heads of transformer learners; a {learner.kind} has none (try prune_structured)"],
+        )
+    from sizewise.learners.transformer import PRUNED_HEADS_KEY, attention_blocks, keep_heads
+
+    model = learner.model_
+    blocks = attention_blocks(model)
+    if not blocks:
+        raise ConfigError(
+            "prune_heads", [f"model type {model.config.model_type!r} has no BERT-style attention heads to remove"]
+        )
+    before = float_parameters(model)
+    heads, size = blocks[0].self.num_attention_heads, blocks[0].self.attention_head_size
+    k = _kept(heads, step.fraction)
+    kept = []
+    for block in blocks:
+        inner, out = block.self, block.output.dense
+        score = out.weight.reshape(out.out_features, heads, size).pow(2).sum((0, 2))
+        for proj in (inner.query, inner.key, inner.value):
+            score += proj.weight.reshape(heads, size, -1).pow(2).sum((1, 2))
+            if proj.bias is not None:
+                score += proj.bias.reshape(heads, size).pow(2).sum(1)
+        kept.append(_top(score, k))
+    keep_heads(model, kept)
+    setattr(model.config, PRUNED_HEADS_KEY, k)  # saved in config.json, so loading builds the smaller layers
+    return {
+        "transform": "prune_heads",
+        "fraction": step.fraction,
+        "sizes": {"attention_heads": [heads, k]},
         "layers": len(blocks),
         "parameters": [before, float_parameters(model)],
     }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import math
 import time
@@ -66,6 +67,9 @@ _FULL_WEIGHTS = "model.safetensors"
 _ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _ADAPTER_CONFIG = "adapter_config.json"
 _DEFAULT_LR = {"full": 5e-5, "lora": 2e-3, "ia3": 2e-3}
+#: config.json key holding the attention heads left per layer by head pruning; ``num_attention_heads``
+#: keeps the original count, which sets the head size (``hidden_size // num_attention_heads``).
+PRUNED_HEADS_KEY = "sizewise_attention_heads"
 
 
 def _looks_like_path(name: str) -> bool:
@@ -242,8 +246,37 @@ def _load_classifier(source: str, scheme: LabelScheme, pad_token_id: int) -> tup
         raise ModelError(f"{source}: could not load a sequence-classification model ({_first_line(exc)})") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = pad_token_id
+    heads = getattr(model.config, PRUNED_HEADS_KEY, None)
+    if heads is not None:  # q / k / v / attention output came back full-size and re-initialised
+        return model, _reload_pruned_heads(model, Path(source), int(heads))
     mismatched = {k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", ())}
     return model, sorted(set(info.get("missing_keys", ())) | mismatched)
+
+
+def _reload_pruned_heads(model: nn.Module, folder: Path, heads: int) -> list[str]:
+    """Cut every attention block of ``model`` to ``heads`` heads, then load all of ``folder``'s saved
+    weights into it (safetensors); returns the weights the folder lacks (or holds in another shape,
+    as ``ignore_mismatched_sizes`` would: a head for another number of labels)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    blocks = attention_blocks(model)
+    if not blocks:
+        raise ModelError(f"{folder}: config.json says {heads} attention heads were kept, but the model has none")
+    keep_heads(model, [torch.arange(heads)] * len(blocks))
+    index = folder / f"{_FULL_WEIGHTS}.index.json"
+    try:
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else None
+        saved: dict[str, torch.Tensor] = {}
+        for name in files or [_FULL_WEIGHTS]:
+            saved.update(load_file(str(folder / name)))
+    except (OSError, SafetensorError, ValueError, KeyError) as exc:
+        raise ModelError(f"{folder}: could not read the head-pruned weights ({_first_line(exc)})") from None
+    own = model.state_dict()
+    usable = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(usable, strict=False)
+    loaded = {own[k].data_ptr() for k in usable}  # a tied weight is saved under one of its names
+    return sorted(k for k in own if k not in usable and own[k].data_ptr() not in loaded)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -600,10 +633,22 @@ class TransformerLearner:
             raise ModelError("this transformer learner is not fitted yet: call fit() or load() first")
 
     @torch.inference_mode()
-    def _predict(self, enc: _Encoded, device: torch.device, amp_dtype: torch.dtype | None) -> np.ndarray:
-        """Probabilities batch by batch: only the ``[n, k]`` result is ever held whole."""
+    def _predict(
+        self, enc: _Encoded, device: torch.device, amp_dtype: torch.dtype | None, *, merge: bool = False
+    ) -> np.ndarray:
+        """Probabilities batch by batch: only the ``[n, k]`` result is ever held whole.
+
+        ``merge`` folds an adapter into the frozen weights while predicting (one matrix product per
+        adapted layer instead of two) and takes it out again after.
+        """
         was_training = self.model_.training
         self.model_.eval()
+        with _adapter_merged(self.model_) if merge else contextlib.nullcontext():
+            out = self._predict_batches(enc, device, amp_dtype)
+        self.model_.train(was_training)
+        return out
+
+    def _predict_batches(self, enc: _Encoded, device: torch.device, amp_dtype: torch.dtype | None) -> np.ndarray:
         out = np.zeros((len(enc), self.scheme_.num_labels), dtype=np.float64)
         order = np.argsort(enc.lengths, kind="stable")  # similar lengths together: little padding
         bs = self.config.eval_batch_size
@@ -616,7 +661,6 @@ class TransformerLearner:
                 out[idx] = torch.softmax(logits.float(), dim=1).cpu().numpy()
                 bar.update(task, completed=start + len(idx))
             bar.remove_task(task)
-        self.model_.train(was_training)
         return out
 
     def predict_proba(self, data: PairData) -> np.ndarray:
@@ -626,7 +670,8 @@ class TransformerLearner:
         first = next(self.model_.parameters(), None)  # an onnxruntime session has none: CPU
         device = first.device if first is not None else torch.device("cpu")
         amp_dtype = _autocast_dtype(self.config.precision, device)
-        return self._predict(_Encoded(self.tokenizer_, data, self._max_length()), device, amp_dtype)
+        enc = _Encoded(self.tokenizer_, data, self._max_length())
+        return self._predict(enc, device, amp_dtype, merge=self.config.mode != "full")
 
     def parameter_count(self) -> dict[str, int]:
         """Total and trainable parameters; with an adapter, total = base model + adapter.
@@ -726,6 +771,34 @@ class TransformerLearner:
         return learner
 
 
+@contextlib.contextmanager
+def _adapter_merged(model: nn.Module) -> Iterator[None]:
+    """Merge a peft adapter into the base weights for the duration of the block, then unmerge it.
+
+    A model without a mergeable adapter (a plain model, an adapter type or layer peft cannot merge)
+    predicts as it is.
+    """
+    tuner = getattr(model, "base_model", None)
+    if not hasattr(tuner, "merge_adapter") or adapter_is_merged(model):
+        yield
+        return
+    try:
+        tuner.merge_adapter()
+    except (ValueError, NotImplementedError, RuntimeError) as exc:
+        logger.debug("predicting with the adapter unmerged: %s", _first_line(exc))
+        yield
+        return
+    try:
+        yield
+    finally:
+        tuner.unmerge_adapter()
+
+
+def adapter_is_merged(model: nn.Module) -> bool:
+    """Whether any peft adapter layer of ``model`` is merged into its base weights now."""
+    return any(getattr(m, "merged", False) is True for m in model.modules() if hasattr(m, "merged_adapters"))
+
+
 def keep_layers(model: nn.Module, n: int) -> None:
     """Cut a sequence-classification model to its first ``n`` encoder layers, in place; the config's
     ``num_hidden_layers`` follows, so a saved full model reloads with ``n`` layers."""
@@ -742,6 +815,44 @@ def keep_layers(model: nn.Module, n: int) -> None:
     for key in ("num_hidden_layers", "n_layers"):
         if hasattr(model.config, key):
             setattr(model.config, key, n)
+
+
+def attention_blocks(model: nn.Module) -> list[nn.Module]:
+    """The BERT-style self-attention blocks of ``model`` (BERT, MiniLM, RoBERTa): each has
+    ``self.query`` / ``key`` / ``value`` (heads of ``self.attention_head_size`` rows, side by side)
+    and ``output.dense``, whose columns take those heads' outputs."""
+    blocks = []
+    for mod in model.modules():
+        inner = getattr(mod, "self", None)
+        out = getattr(getattr(mod, "output", None), "dense", None)
+        if (
+            isinstance(out, nn.Linear)
+            and hasattr(inner, "attention_head_size")
+            and all(isinstance(getattr(inner, n, None), nn.Linear) for n in ("query", "key", "value"))
+        ):
+            blocks.append(mod)
+    return blocks
+
+
+@torch.no_grad()
+def keep_heads(model: nn.Module, kept: list[torch.Tensor]) -> None:
+    """Keep the attention heads ``kept[i]`` (head indices, ascending) of block ``i`` of
+    :func:`attention_blocks`, in place: the query / key / value rows and the output columns of the
+    other heads are removed. The head size is unchanged; set ``config.sizewise_attention_heads``
+    (:data:`PRUNED_HEADS_KEY`) so that a saved model reloads with the smaller layers."""
+    from transformers.pytorch_utils import prune_linear_layer
+
+    for block, heads in zip(attention_blocks(model), kept, strict=True):
+        inner = block.self
+        size = inner.attention_head_size
+        rows = (heads.reshape(-1, 1) * size + torch.arange(size, device=heads.device)).reshape(-1)
+        for name in ("query", "key", "value"):
+            layer = getattr(inner, name)
+            setattr(inner, name, prune_linear_layer(layer, rows, dim=0).to(layer.weight.dtype))
+        out = block.output.dense
+        block.output.dense = prune_linear_layer(out, rows, dim=1).to(out.weight.dtype)
+        inner.num_attention_heads = len(heads)
+        inner.all_head_size = len(heads) * size
 
 
 def _resolve_base(name: str, path_at_fit: str | None, directory: Path) -> str:

@@ -256,10 +256,16 @@ def verdict(results: list[dict[str, Any]]) -> list[str]:
             candidates.append(r)
     if len(candidates) > 1:
         cheapest = min(candidates, key=lambda r: cumulative_cost(r, by_arm, key) or 0.0)
-        who = f"{cheapest['description']} is" if cheapest is not best else f"{best['description']} is also"
-        lines.append(
-            f"{who} the cheapest to train of the arms not significantly less accurate than {best['description']}."
-        )
+        if cheapest is best:
+            lines.append(
+                f"{best['description']} is also the cheapest to train of the arms not significantly less "
+                "accurate than it."
+            )
+        else:
+            lines.append(
+                f"{cheapest['description']} is the cheapest to train of the arms not significantly less accurate "
+                f"than {best['description']}."
+            )
     else:
         lines.append(f"Every other arm is significantly less accurate than {best['description']}.")
     return lines
@@ -307,6 +313,8 @@ def steps_label(result: dict[str, Any]) -> str:
             parts.append(f"prune {100 * step['sparsity']:.0f}%")
         elif kind == "prune_structured":
             parts.append(f"prune units {100 * step['fraction']:.0f}%")
+        elif kind == "prune_heads":
+            parts.append(f"prune heads {100 * step['fraction']:.0f}%")
         elif kind == "recover":
             parts.append(f"recover {step.get('epochs', 1)} ep")
         elif kind == "quantize_int8":
