@@ -181,8 +181,8 @@ _PROBE = (
 
 @pytest.fixture(scope="module")
 def quickstart_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """configs/quickstart.yaml as shipped (a BiLSTM and 5 bagged BiLSTMs), on 240 / 60 / 90 SNLI pairs
-    instead of 8,000 / 1,000 / 3,000 so that it runs in seconds."""
+    """configs/quickstart.yaml as shipped (a BiLSTM, 5 bagged BiLSTMs and MiniLM-L6 with LoRA), on
+    240 / 60 / 90 SNLI pairs instead of 8,000 / 1,000 / 3,000 so that it runs in seconds."""
     raw = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
     raw["data"].update(train_size=240, dev_size=60, test_size=90)
     raw["output"] = str(tmp_path_factory.mktemp("quickstart") / "run")

@@ -118,8 +118,13 @@ def merge_adapter(learner: Any) -> dict[str, Any] | None:
     full fine-tune, which every transform can work on. Returns the record, or None for no adapter."""
     if learner.kind != "transformer" or learner.config.mode == "full":
         return None
+    from sizewise.learners.transformer import adapter_is_merged
+
     mode = learner.config.mode
-    merged = learner.model_.merge_and_unload()
+    model = learner.model_
+    # A model that has predicted already holds the adapter in its weights (the learner merges it
+    # for prediction): only the adapter layers are taken out then.
+    merged = model.unload() if adapter_is_merged(model) else model.merge_and_unload()
     for p in merged.parameters():
         p.requires_grad_(True)  # a merged model is a full model: every weight can train
     learner.model_ = merged

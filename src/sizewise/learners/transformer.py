@@ -633,18 +633,11 @@ class TransformerLearner:
             raise ModelError("this transformer learner is not fitted yet: call fit() or load() first")
 
     @torch.inference_mode()
-    def _predict(
-        self, enc: _Encoded, device: torch.device, amp_dtype: torch.dtype | None, *, merge: bool = False
-    ) -> np.ndarray:
-        """Probabilities batch by batch: only the ``[n, k]`` result is ever held whole.
-
-        ``merge`` folds an adapter into the frozen weights while predicting (one matrix product per
-        adapted layer instead of two) and takes it out again after.
-        """
+    def _predict(self, enc: _Encoded, device: torch.device, amp_dtype: torch.dtype | None) -> np.ndarray:
+        """Probabilities batch by batch: only the ``[n, k]`` result is ever held whole."""
         was_training = self.model_.training
         self.model_.eval()
-        with _adapter_merged(self.model_) if merge else contextlib.nullcontext():
-            out = self._predict_batches(enc, device, amp_dtype)
+        out = self._predict_batches(enc, device, amp_dtype)
         self.model_.train(was_training)
         return out
 
@@ -670,8 +663,9 @@ class TransformerLearner:
         first = next(self.model_.parameters(), None)  # an onnxruntime session has none: CPU
         device = first.device if first is not None else torch.device("cpu")
         amp_dtype = _autocast_dtype(self.config.precision, device)
-        enc = _Encoded(self.tokenizer_, data, self._max_length())
-        return self._predict(enc, device, amp_dtype, merge=self.config.mode != "full")
+        if self.config.mode != "full":
+            merge_adapter_for_prediction(self.model_)
+        return self._predict(_Encoded(self.tokenizer_, data, self._max_length()), device, amp_dtype)
 
     def parameter_count(self) -> dict[str, int]:
         """Total and trainable parameters; with an adapter, total = base model + adapter.
@@ -771,27 +765,19 @@ class TransformerLearner:
         return learner
 
 
-@contextlib.contextmanager
-def _adapter_merged(model: nn.Module) -> Iterator[None]:
-    """Merge a peft adapter into the base weights for the duration of the block, then unmerge it.
-
-    A model without a mergeable adapter (a plain model, an adapter type or layer peft cannot merge)
-    predicts as it is.
+def merge_adapter_for_prediction(model: nn.Module) -> None:
+    """Fold a peft adapter into the frozen weights it adapts, once, for prediction: one matrix
+    product per adapted layer instead of two. The adapter's own weights stay as they were, so it is
+    still saved as an adapter; training always starts from a freshly built model. A model without a
+    mergeable adapter (a plain model, an adapter type or layer peft cannot merge) is left as it is.
     """
     tuner = getattr(model, "base_model", None)
     if not hasattr(tuner, "merge_adapter") or adapter_is_merged(model):
-        yield
         return
     try:
         tuner.merge_adapter()
     except (ValueError, NotImplementedError, RuntimeError) as exc:
         logger.debug("predicting with the adapter unmerged: %s", _first_line(exc))
-        yield
-        return
-    try:
-        yield
-    finally:
-        tuner.unmerge_adapter()
 
 
 def adapter_is_merged(model: nn.Module) -> bool:
