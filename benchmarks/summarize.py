@@ -33,7 +33,10 @@ def _interval(r: dict[str, Any], name: str) -> str:
 
 def summarize_run(run_dir: Path) -> str:
     """One section: main table, paired tests against the first arm, size curves, diversity."""
-    results = load_results(run_dir, ["bilstm", "bagged-11", "boosted-11"])
+    # The trained arms only: compress arms of the same study have their own table (--compression).
+    results = [
+        r for r in load_results(run_dir, ["bilstm", "bagged-11", "boosted-11"]) if not r["config"].get("compress")
+    ]
     first = results[0]
     data = first["data"]
     lines = [
