@@ -51,7 +51,6 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "lora_r": 8,
         "lora_alpha": 16,
         "lora_dropout": 0.1,
-        "seed": args.seeds[0],
         "data_seed": 0,
         "threads": args.threads,
     }
@@ -275,7 +274,7 @@ def main() -> None:
         print(f"    {runs[-1]}", flush=True)
     from sizewise.environment import environment
 
-    s = {k: v for k, v in s.items() if k != "seed"} | {"seeds": args.seeds}
+    s["seeds"] = args.seeds
     record = {"settings": s, "runs": runs, "environment": environment()}
     (args.out / "trainer_speed.json").write_text(json.dumps(record, indent=2) + "\n")
     print(table(record))

@@ -637,11 +637,6 @@ class TransformerLearner:
         """Probabilities batch by batch: only the ``[n, k]`` result is ever held whole."""
         was_training = self.model_.training
         self.model_.eval()
-        out = self._predict_batches(enc, device, amp_dtype)
-        self.model_.train(was_training)
-        return out
-
-    def _predict_batches(self, enc: _Encoded, device: torch.device, amp_dtype: torch.dtype | None) -> np.ndarray:
         out = np.zeros((len(enc), self.scheme_.num_labels), dtype=np.float64)
         order = np.argsort(enc.lengths, kind="stable")  # similar lengths together: little padding
         bs = self.config.eval_batch_size
@@ -654,6 +649,7 @@ class TransformerLearner:
                 out[idx] = torch.softmax(logits.float(), dim=1).cpu().numpy()
                 bar.update(task, completed=start + len(idx))
             bar.remove_task(task)
+        self.model_.train(was_training)
         return out
 
     def predict_proba(self, data: PairData) -> np.ndarray:
