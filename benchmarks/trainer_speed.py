@@ -242,7 +242,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     parser.add_argument("--out", type=Path, default=Path("runs/trainer-speed"))
-    parser.add_argument("--table", type=Path, help="Only print the table of an earlier trainer_speed.json.")
+    parser.add_argument(
+        "--table",
+        type=Path,
+        nargs="+",
+        help="Only print the table of earlier trainer_speed.json files (runs of several files with the same "
+        "settings and distinct seeds are pooled).",
+    )
     parser.add_argument("--write", type=Path, help="Also replace the speed block of this Markdown file.")
     parser.add_argument("--one", choices=WAYS, help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
@@ -251,7 +257,7 @@ def main() -> None:
         _one(args.one, args.settings)
         return
     if args.table:
-        record = json.loads(args.table.read_text())
+        record = pool([json.loads(path.read_text()) for path in args.table])
         print(table(record))
         if args.write:
             _write_block(args.write, table(record))
@@ -291,6 +297,32 @@ def _write_block(path: Path, text: str) -> None:
     path.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
 
 
+def pool(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record from runs made in separate invocations with the same settings and distinct seeds."""
+    first = records[0]
+    same = {k: v for k, v in first["settings"].items() if k not in ("seeds", "workdir")}
+    seen: set[tuple[str, int]] = set()
+    runs = []
+    for rec in records:
+        other = {k: v for k, v in rec["settings"].items() if k not in ("seeds", "workdir")}
+        if other != same:
+            diff = sorted(k for k in same.keys() | other.keys() if same.get(k) != other.get(k))
+            raise SystemExit(f"these records differ in settings ({', '.join(diff)}); they cannot be pooled")
+        for r in rec["runs"]:
+            if (r["way"], r["seed"]) in seen:
+                raise SystemExit(f"way {r['way']} seed {r['seed']} appears in more than one record")
+            seen.add((r["way"], r["seed"]))
+            runs.append(r)
+    seeds = sorted({seed for rec in records for seed in rec["settings"]["seeds"]})
+    environments = [rec["environment"] for rec in records]
+    return {
+        "settings": {**first["settings"], "seeds": seeds},
+        "runs": runs,
+        "environment": environments[0],
+        "environments": environments,
+    }
+
+
 def summarize(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per way: its runs' train times and accuracies, and its time against sizewise's on the same seeds.
 
@@ -300,7 +332,7 @@ def summarize(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     import statistics
 
     by_way: dict[str, dict[int, dict[str, Any]]] = {}
-    for r in record["runs"]:
+    for r in sorted(record["runs"], key=lambda r: r["seed"]):  # per-seed lists in seed order
         by_way.setdefault(r["way"], {})[r["seed"]] = r
     ref = by_way.get("sizewise", {})
     out = {}
@@ -358,6 +390,9 @@ def table(record: dict[str, Any]) -> str:
         f"{s['threads']} torch thread(s) on {env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "
         f"transformers {env.get('transformers')}, peft {env.get('peft')}.",
     ]
+    if len(record.get("environments", [])) > 1:
+        commits = ", ".join(e.get("git_commit", "?") for e in record["environments"])
+        lines[-1] += f" Pooled from {len(record['environments'])} invocations (sizewise commits {commits})."
     return "\n".join(lines)
 
 

@@ -606,6 +606,37 @@ def test_onnxruntime_int8_takes_a_head_pruned_transformer(transformers: dict[str
 
 
 @needs_ort
+@pytest.mark.parametrize("heads", [None, 0.5])
+def test_onnxruntime_int8_fused_attention(heads: float | None, transformers: dict[str, Any], tmp_path: Path) -> None:
+    import onnx
+
+    data = dozen_pairs()
+    before = [{"transform": "prune_heads", "fraction": heads}] if heads else []
+    fused = compress(transformers["full"], [*before, {**ORT_INT8[0], "fuse": True}])
+    plain = compress(transformers["full"], [*before, *ORT_INT8])
+    record = fused.transforms_[-1]
+    n_layers = transformers["full"].model_.config.num_hidden_layers
+    assert record["fused"]["Attention"] == n_layers  # every attention block became one operator
+    ops = [node.op_type for node in onnx.load_from_string(fused.base_.model_.onnx_bytes).graph.node]
+    assert ops.count("QAttention") == n_layers  # ... and runs in int8
+    assert "Softmax" not in ops and "Softmax" in {
+        node.op_type for node in onnx.load_from_string(plain.base_.model_.onnx_bytes).graph.node
+    }
+    proba = fused.predict_proba(data)
+    assert tuple(fused.labels_) == tuple(transformers["full"].labels_)
+    assert np.abs(proba - plain.predict_proba(data)).max() < 0.03  # the same network, int8 rounding apart
+    fused.save(tmp_path / "fused")
+    np.testing.assert_allclose(load_learner(tmp_path / "fused").predict_proba(data), proba, rtol=0, atol=1e-6)
+    # the model keeps its own attention implementation after the export
+    assert transformers["full"].model_.config._attn_implementation == plain.base_.model_.config._attn_implementation
+
+
+def test_fuse_needs_the_onnxruntime_backend(transformers: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="fuse: true needs backend 'onnxruntime'"):
+        compress(transformers["full"], [{"transform": "quantize_int8", "fuse": True}])
+
+
+@needs_ort
 def test_onnxruntime_backend_is_for_transformers(bilstm: Any) -> None:
     with pytest.raises(ConfigError, match="backend 'onnxruntime' is for transformer learners"):
         compress(bilstm, ORT_INT8)

@@ -12,10 +12,12 @@ as ``model.int8.onnx`` (ONNX is protobuf: loading it runs no code from the file)
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,6 +29,7 @@ from torch import nn
 from sizewise.errors import ConfigError
 
 ONNX_FILE = "model.int8.onnx"
+logger = logging.getLogger(__name__)
 
 
 def onnxruntime_problem() -> str | None:
@@ -52,6 +55,7 @@ class OnnxClassifier(nn.Module):
         self.counts = dict(counts)
         self._session: Any = None
         self._threads = 0
+        self._dtypes: dict[str, Any] = {}
 
     def _session_for_now(self) -> Any:
         import onnxruntime as ort
@@ -64,11 +68,15 @@ class OnnxClassifier(nn.Module):
             options.log_severity_level = 3
             self._session = ort.InferenceSession(self.onnx_bytes, options, providers=["CPUExecutionProvider"])
             self._threads = threads
+            # A graph fused by onnxruntime's transformer optimizer may take int32 ids.
+            inputs = self._session.get_inputs()
+            self._dtypes = {i.name: np.int32 if i.type == "tensor(int32)" else np.int64 for i in inputs}
         return self._session
 
     def forward(self, **inputs: torch.Tensor) -> SimpleNamespace:
-        feed = {name: inputs[name].detach().cpu().numpy().astype(np.int64) for name in self.input_names}
-        (logits,) = self._session_for_now().run(["logits"], feed)
+        session = self._session_for_now()
+        feed = {name: inputs[name].detach().cpu().numpy().astype(self._dtypes[name]) for name in self.input_names}
+        (logits,) = session.run(["logits"], feed)
         return SimpleNamespace(logits=torch.from_numpy(logits))
 
     def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy: the session is rebuilt on first use
@@ -77,8 +85,14 @@ class OnnxClassifier(nn.Module):
         return state
 
 
-def export_int8(learner: Any) -> dict[str, Any]:
-    """Replace a (full) transformer learner's model by its onnxruntime int8 version; returns the record."""
+def export_int8(learner: Any, fuse: bool = False) -> dict[str, Any]:
+    """Replace a (full) transformer learner's model by its onnxruntime int8 version; returns the record.
+
+    ``fuse``: export with eager attention and let onnxruntime's transformer optimizer fuse every
+    attention block (and layer norms, GELUs) into single operators before quantizing, so attention
+    runs as one int8 ``QAttention`` kernel. Encoders it cannot fuse are quantized unfused (the record
+    lists what was fused).
+    """
     problem = onnxruntime_problem()
     if problem:
         raise ConfigError("quantize_int8", [problem])
@@ -108,7 +122,7 @@ def export_int8(learner: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "model.onnx", Path(tmp) / ONNX_FILE
         # The tracer warns about Python values in the traced code; they are constants here.
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _attention(model, "eager" if fuse else None):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 _LogitsOnly(model, names),
@@ -120,10 +134,15 @@ def export_int8(learner: Any) -> dict[str, Any]:
                 opset_version=17,
                 dynamo=False,
             )
+        fp32_bytes = fp32.stat().st_size
         logging.disable(logging.WARNING)  # onnxruntime logs a pre-processing hint on the root logger
         try:
+            source, fused = fp32, None
+            if fuse:
+                source = Path(tmp) / "model.fused.onnx"
+                fused = _fuse(fp32, source, _attention_shape(model))
             quantize_dynamic(
-                str(fp32),
+                str(source),
                 str(int8),
                 weight_type=QuantType.QInt8,
                 per_channel=True,
@@ -132,10 +151,9 @@ def export_int8(learner: Any) -> dict[str, Any]:
         finally:
             logging.disable(logging.NOTSET)
         data = int8.read_bytes()
-        fp32_bytes = fp32.stat().st_size
     learner.model_ = OnnxClassifier(data, names, model.config, counts)
     learner.config = learner.config.model_copy(update={"device": "cpu", "precision": "fp32"})
-    return {
+    record = {
         "transform": "quantize_int8",
         "backend": "onnxruntime",
         "dtype": "qint8",
@@ -143,6 +161,52 @@ def export_int8(learner: Any) -> dict[str, Any]:
         "onnx_fp32_bytes": fp32_bytes,
         "onnx_int8_bytes": len(data),
     }
+    if fuse:
+        record["fused"] = fused
+    return record
+
+
+def _attention_shape(model: nn.Module) -> tuple[int, int]:
+    """(heads, heads × head size) of the attention blocks as they are now (after any head pruning); (0, 0)
+    when the model has no BERT-style blocks or they differ (the optimizer then detects what it can)."""
+    from sizewise.learners.transformer import attention_blocks
+
+    shapes = {
+        (b.self.query.out_features // b.self.attention_head_size, b.self.query.out_features)
+        for b in attention_blocks(model)
+    }
+    return shapes.pop() if len(shapes) == 1 else (0, 0)
+
+
+def _fuse(source: Path, target: Path, shape: tuple[int, int]) -> dict[str, int]:
+    """Fuse ``source`` with onnxruntime's BERT optimizer into ``target``; returns the fused-operator counts.
+
+    Only the optimizer's own graph rewriting runs (``opt_level=0``): the session applies onnxruntime's
+    hardware-specific optimizations when it loads the model, as it does for the unfused graph.
+    """
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    heads, hidden = shape
+    optimized = optimize_model(str(source), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0)
+    stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
+    if not stats.get("Attention"):
+        logger.warning("onnxruntime's optimizer fused no attention block in this model; quantizing it as exported")
+    optimized.save_model_to_file(str(target))
+    return stats
+
+
+@contextlib.contextmanager
+def _attention(model: nn.Module, implementation: str | None) -> Iterator[None]:
+    """Run the block with ``model``'s attention switched to ``implementation`` (None: as it is)."""
+    before = getattr(model.config, "_attn_implementation", None)
+    if implementation is None or before == implementation or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    model.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
 
 
 class _LogitsOnly(nn.Module):

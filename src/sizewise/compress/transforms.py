@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import prune as torch_prune
@@ -67,6 +67,18 @@ class QuantizeStep(_Step):
         description="torch: torch.ao dynamic int8 of Linear / LSTM layers (any learner); onnxruntime: "
         "export to ONNX and quantize every weight incl. embeddings, predict with onnxruntime (transformers).",
     )
+    fuse: bool = Field(
+        False,
+        description="onnxruntime only: before quantizing, fuse each attention block, layer norm and GELU into "
+        "onnxruntime's single kernels (its transformer optimizer; BERT-style encoders), so attention runs as int8 "
+        "QAttention.",
+    )
+
+    @model_validator(mode="after")
+    def _fuse_needs_onnxruntime(self) -> QuantizeStep:
+        if self.fuse and self.backend != "onnxruntime":
+            raise ValueError("fuse: true needs backend 'onnxruntime'")
+        return self
 
 
 class RecoverStep(_Step):
@@ -150,7 +162,7 @@ def apply_step(learner: Any, step: AnyStep, train: PairData | None = None) -> di
     if step.backend == "onnxruntime":
         from sizewise.compress.onnx import export_int8
 
-        return export_int8(learner)
+        return export_int8(learner, fuse=step.fuse)
     return _quantize(learner, model)
 
 

@@ -1,0 +1,131 @@
+"""CPU prediction speed and accuracy of a fine-tuned transformer in fp32 and in int8, side by side.
+
+    python benchmarks/int8_speed.py [MODEL_DIR] [--pairs 512] [--repeats 5] [--out FILE]
+
+MODEL_DIR is a saved, fully fine-tuned ``transformer`` learner; the default is the MiniLM-L6 arm of
+benchmarks/transformers-snli-nli3.yaml (``runs/transformers-snli-nli3/minilm-full/model``). From it
+the script builds, in memory, the int8 versions sizewise offers:
+
+- ``int8-torch``     — ``{transform: quantize_int8}``: torch.ao dynamic int8 of the Linear layers;
+- ``int8-ort``       — ``{transform: quantize_int8, backend: onnxruntime}``: ONNX export, every weight int8;
+- ``int8-ort-fused`` — the same with ``fuse: true``: attention blocks, layer norms and GELUs fused by
+  onnxruntime's transformer optimizer before quantizing (attention runs as one int8 kernel).
+
+Speed is measured as the study measures inference (throughput of one predict call on the first
+``--pairs`` SNLI test pairs after a warm-up call, at the learner's eval batch size; latency of single
+pairs, p50 / p95), every way once per round, ``--repeats`` rounds, the order reversed every other
+round. The speed-up of a way is the median over rounds of its pairs/s divided by fp32's in the same
+round. Accuracy is on the whole SNLI test set (9,824 pairs), with the paired difference to fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+WAYS = {
+    "int8-torch": [{"transform": "quantize_int8"}],
+    "int8-ort": [{"transform": "quantize_int8", "backend": "onnxruntime"}],
+    "int8-ort-fused": [{"transform": "quantize_int8", "backend": "onnxruntime", "fuse": True}],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", nargs="?", type=Path, default=Path("runs/transformers-snli-nli3/minilm-full/model"))
+    parser.add_argument("--pairs", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS))
+    parser.add_argument("--out", type=Path, help="Also write the record as JSON here.")
+    args = parser.parse_args()
+
+    from sizewise.compress import compress
+    from sizewise.cost.meter import measure_latency, measure_throughput
+    from sizewise.data.catalog import load_dataset
+    from sizewise.environment import environment
+    from sizewise.learners import load_learner
+
+    base = load_learner(args.model)
+    if getattr(base, "kind", None) != "transformer" or base.config.mode != "full":
+        raise SystemExit(f"{args.model}: not a fully fine-tuned transformer learner")
+    learners: dict[str, Any] = {"fp32": base}
+    records: dict[str, Any] = {}
+    for way in args.ways:
+        learners[way] = compress(base, WAYS[way])
+        records[way] = learners[way].transforms_[-1]
+    test = load_dataset("snli", "test")
+    speed_set = test.subset(np.arange(min(args.pairs, len(test))))
+
+    runs: dict[str, list[dict[str, float]]] = {w: [] for w in learners}
+    for i in range(args.repeats):
+        for way in learners if i % 2 == 0 else list(learners)[::-1]:
+            predict = learners[way].predict_proba
+            runs[way].append(
+                {**measure_throughput(predict, speed_set, n=args.pairs), **measure_latency(predict, speed_set)}
+            )
+            print(f"round {i + 1} {way}: {runs[way][-1]}", flush=True)
+
+    truth = test.labels
+    predictions = {way: learner.predict_proba(test).argmax(1) for way, learner in learners.items()}
+    summary = {}
+    for way, rs in runs.items():
+        ratios = [r["pairs_per_s"] / f["pairs_per_s"] for r, f in zip(rs, runs["fp32"], strict=True)]
+        right, right_fp32 = predictions[way] == truth, predictions["fp32"] == truth
+        summary[way] = {
+            "pairs_per_s": statistics.median(r["pairs_per_s"] for r in rs),
+            "speedup_vs_fp32": statistics.median(ratios),
+            "speedup_range": [min(ratios), max(ratios)],
+            "latency_p50_ms": statistics.median(r["latency_p50_ms"] for r in rs),
+            "latency_p95_ms": statistics.median(r["latency_p95_ms"] for r in rs),
+            "accuracy": float(right.mean()),
+            "accuracy_diff_vs_fp32": float(right.mean() - right_fp32.mean()),
+            "agreement_with_fp32": float((predictions[way] == predictions["fp32"]).mean()),
+        }
+    record = {
+        "model": str(args.model),
+        "speed_pairs": len(speed_set),
+        "accuracy_pairs": len(test),
+        "repeats": args.repeats,
+        "eval_batch_size": base.config.eval_batch_size,
+        "threads": torch.get_num_threads(),
+        "transforms": records,
+        "runs": runs,
+        "median": summary,
+        "environment": environment(),
+    }
+    print(table(record))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def table(record: dict[str, Any]) -> str:
+    env = record["environment"]
+    lines = [
+        "| way | accuracy | Δ vs fp32 | pairs/s | speed-up vs fp32 (range) | latency p50 / p95 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for way, m in record["median"].items():
+        lo, hi = m["speedup_range"]
+        lines.append(
+            f"| {way} | {m['accuracy']:.3f} | {100 * m['accuracy_diff_vs_fp32']:+.1f} pts | {m['pairs_per_s']:,.0f} | "
+            f"{m['speedup_vs_fp32']:.2f}× ({lo:.2f}–{hi:.2f}) | "
+            f"{m['latency_p50_ms']:.1f} / {m['latency_p95_ms']:.1f} ms |"
+        )
+    lines.append("")
+    lines.append(
+        f"{record['accuracy_pairs']:,} SNLI test pairs for accuracy; speed on the first {record['speed_pairs']} "
+        f"(batch {record['eval_batch_size']}), medians of {record['repeats']} alternating rounds; "
+        f"{record['threads']} threads on {env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}."
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
