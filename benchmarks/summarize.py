@@ -252,7 +252,19 @@ def main() -> None:
     parser.add_argument("--compression", nargs="*", type=Path, help="Run folders for the compression table.")
     parser.add_argument("--pair", action="append", default=[], help="A:B arms to test against each other.")
     parser.add_argument("--write", type=Path, help="Markdown file whose block is replaced.")
+    parser.add_argument(
+        "--figures", type=Path, help="Draw each run folder's size curves as <DIR>/<folder name>-size-curve.png."
+    )
     args = parser.parse_args()
+    if args.figures:
+        from sizewise.report.plots import plot_size_curves
+
+        args.figures.mkdir(parents=True, exist_ok=True)
+        for run in args.runs:
+            target = args.figures / f"{run.name}-size-curve.png"
+            if plot_size_curves(_arms([run]), target):
+                print(f"wrote {target}")
+        return
     if args.cost:
         name, text = "cost", summarize_cost(args.cost)
     elif args.compression:
