@@ -199,7 +199,8 @@ def _fuse(source: Path, target: Path, shape: tuple[int, int]) -> dict[str, int]:
 def _attention(model: nn.Module, implementation: str | None) -> Iterator[None]:
     """Run the block with ``model``'s attention switched to ``implementation`` (None: as it is)."""
     before = getattr(model.config, "_attn_implementation", None)
-    if implementation is None or before == implementation or not hasattr(model, "set_attn_implementation"):
+    switchable = before is not None and hasattr(model, "set_attn_implementation")
+    if implementation is None or before == implementation or not switchable:
         yield
         return
     model.set_attn_implementation(implementation)
