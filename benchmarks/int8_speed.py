@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from speed_rounds import alternating_rounds, medians
 
 WAYS = {
     "int8-torch": [{"transform": "quantize_int8"}],
@@ -46,7 +47,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from sizewise.compress import compress
-    from sizewise.cost.meter import measure_latency, measure_throughput
     from sizewise.data.catalog import load_dataset
     from sizewise.environment import environment
     from sizewise.learners import load_learner
@@ -62,14 +62,8 @@ def main() -> None:
     test = load_dataset("snli", "test")
     speed_set = test.subset(np.arange(min(args.pairs, len(test))))
 
-    runs: dict[str, list[dict[str, float]]] = {w: [] for w in learners}
-    for i in range(args.repeats):
-        for way in learners if i % 2 == 0 else list(learners)[::-1]:
-            predict = learners[way].predict_proba
-            runs[way].append(
-                {**measure_throughput(predict, speed_set, n=args.pairs), **measure_latency(predict, speed_set)}
-            )
-            print(f"round {i + 1} {way}: {runs[way][-1]}", flush=True)
+    ways = {way: learner.predict_proba for way, learner in learners.items()}
+    runs = alternating_rounds(ways, speed_set, args.pairs, args.repeats)
 
     truth = test.labels
     predictions = {way: learner.predict_proba(test).argmax(1) for way, learner in learners.items()}
@@ -77,12 +71,13 @@ def main() -> None:
     for way, rs in runs.items():
         ratios = [r["pairs_per_s"] / f["pairs_per_s"] for r, f in zip(rs, runs["fp32"], strict=True)]
         right, right_fp32 = predictions[way] == truth, predictions["fp32"] == truth
+        speed = medians(rs)
         summary[way] = {
-            "pairs_per_s": statistics.median(r["pairs_per_s"] for r in rs),
+            "pairs_per_s": speed["pairs_per_s"],
             "speedup_vs_fp32": statistics.median(ratios),
             "speedup_range": [min(ratios), max(ratios)],
-            "latency_p50_ms": statistics.median(r["latency_p50_ms"] for r in rs),
-            "latency_p95_ms": statistics.median(r["latency_p95_ms"] for r in rs),
+            "latency_p50_ms": speed["latency_p50_ms"],
+            "latency_p95_ms": speed["latency_p95_ms"],
             "accuracy": float(right.mean()),
             "accuracy_diff_vs_fp32": float(right.mean() - right_fp32.mean()),
             "agreement_with_fp32": float((predictions[way] == predictions["fp32"]).mean()),

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from speed_rounds import alternating_rounds, medians
 
 
 def main() -> None:
@@ -32,7 +32,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="Also write the record as JSON here.")
     args = parser.parse_args()
 
-    from sizewise.cost.meter import measure_latency, measure_throughput
     from sizewise.data.catalog import load_dataset
     from sizewise.environment import environment
     from sizewise.learners import load_learner
@@ -51,22 +50,10 @@ def main() -> None:
         return learner._predict(_Encoded(learner.tokenizer_, data, learner._max_length()), cpu, None)
 
     ways = {"merged": learner.predict_proba, "beside": beside}
-    runs: dict[str, list[dict[str, float]]] = {w: [] for w in ways}
-    for i in range(args.repeats):
-        for way in ways if i % 2 == 0 else list(ways)[::-1]:
-            predict = ways[way]
-            runs[way].append({**measure_throughput(predict, test, n=args.pairs), **measure_latency(predict, test)})
-            print(way, runs[way][-1], flush=True)
+    runs = alternating_rounds(ways, test, args.pairs, args.repeats)
     diff = float(np.abs(learner.predict_proba(test) - beside(test)).max())
 
-    summary = {
-        way: {
-            "pairs_per_s": statistics.median(r["pairs_per_s"] for r in rs),
-            "latency_p50_ms": statistics.median(r["latency_p50_ms"] for r in rs),
-            "latency_p95_ms": statistics.median(r["latency_p95_ms"] for r in rs),
-        }
-        for way, rs in runs.items()
-    }
+    summary = {way: medians(rs) for way, rs in runs.items()}
     record = {
         "model": str(args.model),
         "pairs": len(test),

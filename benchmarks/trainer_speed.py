@@ -7,7 +7,9 @@
 The same model, training pairs (an SNLI train subset), test pairs, batch size, epochs, max_length,
 learning rate, warm-up, weight decay, LoRA rank / alpha / dropout / target modules and seed, run as
 
-1. ``sizewise``       — the ``transformer`` learner (dynamic padding, length-bucketed batches);
+1. ``sizewise``       — the ``transformer`` learner (dynamic padding, length-bucketed batches in
+   random order; ``--batch-order longest_first`` runs each random pool of 50 batches from its
+   longest batch to its shortest, as the Trainer's ``group_by_length`` runs its mega-batches);
 2. ``trainer-example`` — ``transformers.Trainer`` with the defaults of the Hugging Face
    text-classification example: every pair padded to ``max_length``, random batches;
 3. ``trainer-best``    — the same Trainer with dynamic padding (``DataCollatorWithPadding``) and
@@ -53,6 +55,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "lora_dropout": 0.1,
         "data_seed": 0,
         "threads": args.threads,
+        "batch_order": args.batch_order,
     }
 
 
@@ -85,6 +88,7 @@ def run_sizewise(s: dict[str, Any]) -> dict[str, Any]:
             "learning_rate": s["learning_rate"],
             "warmup_ratio": s["warmup_ratio"],
             "weight_decay": s["weight_decay"],
+            "batch_order": s.get("batch_order", "random"),  # records before the setting existed: random
             "seed": s["seed"],
             "device": "cpu",
         }
@@ -240,6 +244,12 @@ def main() -> None:
         help="Run the (slow) example-defaults way for only the first N seeds (default 1).",
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--batch-order",
+        choices=("longest_first", "random"),
+        default="random",
+        help="sizewise's batch_order (its default: random).",
+    )
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     parser.add_argument("--out", type=Path, default=Path("runs/trainer-speed"))
     parser.add_argument(
@@ -250,6 +260,11 @@ def main() -> None:
         "settings and distinct seeds are pooled).",
     )
     parser.add_argument("--write", type=Path, help="Also replace the speed block of this Markdown file.")
+    parser.add_argument(
+        "--block",
+        default="speed",
+        help="Name of the block --write replaces: <!-- NAME:begin --> ... <!-- NAME:end --> (default speed).",
+    )
     parser.add_argument("--one", choices=WAYS, help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -260,7 +275,7 @@ def main() -> None:
         record = pool([json.loads(path.read_text()) for path in args.table])
         print(table(record))
         if args.write:
-            _write_block(args.write, table(record))
+            _write_block(args.write, table(record), args.block)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     s = _settings(args)
@@ -285,12 +300,12 @@ def main() -> None:
     (args.out / "trainer_speed.json").write_text(json.dumps(record, indent=2) + "\n")
     print(table(record))
     if args.write:
-        _write_block(args.write, table(record))
+        _write_block(args.write, table(record), args.block)
 
 
-def _write_block(path: Path, text: str) -> None:
+def _write_block(path: Path, text: str, name: str = "speed") -> None:
     doc = path.read_text(encoding="utf-8")
-    start, end = "<!-- speed:begin -->", "<!-- speed:end -->"
+    start, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     if doc.count(start) != 1 or doc.count(end) != 1:
         raise SystemExit(f"{path}: needs one {start} ... {end} block")
     head, rest = doc.split(start)
@@ -385,6 +400,7 @@ def table(record: dict[str, Any]) -> str:
         f"query and value, {s['train_size']:,} SNLI train pairs, {s['epochs']} epoch(s), batch {s['batch_size']}, "
         f"max_length {s['max_length']}, learning rate {s['learning_rate']} with {s['warmup_ratio']:.0%} linear "
         f"warm-up, weight decay {s['weight_decay']}; test accuracy on {s['test_size']:,} SNLI test pairs (nli3). "
+        f"sizewise's batch order: {s.get('batch_order', 'random')}. "
         f"The same training and test pairs for every run; a seed sets the new classification head's "
         f"initial weights, dropout and the batch order. "
         f"{s['threads']} torch thread(s) on {env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "

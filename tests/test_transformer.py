@@ -15,6 +15,8 @@ from sizewise.compress import compress
 from sizewise.data.io import read_pairs
 from sizewise.errors import ConfigError, ModelError
 from sizewise.learners import create_learner, load_learner
+from sizewise.learners import transformer as transformer_module
+from sizewise.learners.bilstm import length_bucketed_batches
 from sizewise.learners.transformer import (
     TransformerLearner,
     _Encoded,
@@ -147,6 +149,43 @@ def test_gradient_accumulation_and_max_steps(tiny_bert: Path) -> None:
     learner.fit(dozen_pairs("binary"))
     assert len(learner.history_) == 1 and learner.history_[0]["steps"] == 2
     assert learner.predict_proba(dozen_pairs("binary")).shape == (12, 2)
+
+
+def test_longest_first_batches_cover_every_pair_once_and_shrink_within_each_pool() -> None:
+    lengths = np.random.default_rng(1).integers(3, 60, 1000)
+    batches = length_bucketed_batches(lengths, 8, np.random.default_rng(0), "longest_first")
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    assert all(len(b) == 8 for b in batches)
+    pools = [batches[i : i + 50] for i in range(0, len(batches), 50)]  # 50 batches per pool
+    assert len(pools) == 3
+    for pool in pools:
+        longest = [int(lengths[b].max()) for b in pool]
+        assert longest == sorted(longest, reverse=True)
+        assert max(lengths[b].max() - lengths[b].min() for b in pool) <= 6  # lengths 3-59 span 56: similar ones share
+    shuffled = length_bucketed_batches(lengths, 8, np.random.default_rng(0), "random")
+    assert sorted(np.concatenate(shuffled).tolist()) == list(range(1000))
+    first = [int(lengths[b].max()) for b in shuffled[:50]]
+    assert first != sorted(first, reverse=True) and first != sorted(first)
+    with pytest.raises(ValueError, match="order must be"):
+        length_bucketed_batches(lengths, 8, np.random.default_rng(0), "shortest_first")
+
+
+@pytest.mark.parametrize("order", [None, "longest_first"])
+def test_batch_order_reaches_the_training_loop(
+    order: str | None, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = []
+
+    def spy(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, how: str = "random") -> list[np.ndarray]:
+        seen.append(how)
+        return length_bucketed_batches(lengths, batch_size, rng, how)
+
+    monkeypatch.setattr(transformer_module, "length_bucketed_batches", spy)
+    settings = {} if order is None else {"batch_order": order}
+    _learner(tiny_bert, mode="full", epochs=2, **settings).fit(dozen_pairs())
+    assert seen == [order or "random"] * 2
+    with pytest.raises(ConfigError, match="batch_order"):
+        _learner(tiny_bert, batch_order="shortest_first")
 
 
 def test_default_target_modules_per_architecture() -> None:

@@ -143,20 +143,31 @@ class _Encoded:
         return torch.from_numpy(ids).to(device), torch.from_numpy(lengths)
 
 
-def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Shuffle, sort by length within pools of 50 batches, cut into batches, shuffle batch order.
+def length_bucketed_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, order: str = "random"
+) -> list[np.ndarray]:
+    """Shuffle, sort by length within pools of 50 batches, cut into batches, then order the batches.
 
     Pairs of similar length share a batch, so little compute goes to padding, while every epoch
-    still sees a different order.
+    still sees a different order. ``order="random"`` shuffles the batches of all pools together;
+    ``order="longest_first"`` keeps the pools (random subsets) in turn and runs each pool's batches
+    from the longest to the shortest, so consecutive batches have similar shapes and the memory a
+    batch frees fits the next one.
     """
-    order = rng.permutation(len(lengths))
+    if order not in ("random", "longest_first"):
+        raise ValueError(f"order must be 'random' or 'longest_first', not {order!r}")
+    perm = rng.permutation(len(lengths))
     pool = batch_size * 50
     batches = []
-    for start in range(0, len(order), pool):
-        chunk = order[start : start + pool]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+    for start in range(0, len(perm), pool):
+        chunk = perm[start : start + pool]
+        if order == "random":
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        else:
+            chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    rng.shuffle(batches)
+    if order == "random":
+        rng.shuffle(batches)
     return batches
 
 

@@ -104,6 +104,12 @@ class TransformerConfig(LearnerConfig):
     max_length: int = Field(128, ge=8, description="Tokens kept per pair (premise + hypothesis, longest cut first).")
     batch_size: int = Field(32, ge=1, description="Pairs per forward pass during training.")
     gradient_accumulation: int = Field(1, ge=1, description="Forward passes summed into one optimizer step.")
+    batch_order: Literal["random", "longest_first"] = Field(
+        "random",
+        description="Training batches hold pairs of similar length, cut from random pools of 50 batches; "
+        "'random' shuffles all batches together, 'longest_first' runs each pool's batches from the longest "
+        "to the shortest (the order of transformers.Trainer's group_by_length).",
+    )
     eval_batch_size: int = Field(128, ge=1, description="Pairs per batch when predicting.")
     epochs: int = Field(3, ge=1, description="Maximum training epochs.")
     learning_rate: float | None = Field(
@@ -528,7 +534,7 @@ class TransformerLearner:
         )
         with progress_bar() as bar:
             for epoch in range(1, cfg.epochs + 1):
-                batches = length_bucketed_batches(enc_train.lengths, cfg.batch_size, rng)
+                batches = length_bucketed_batches(enc_train.lengths, cfg.batch_size, rng, cfg.batch_order)
                 if world > 1:  # every process draws the same batches (same seed) and takes its share
                     batches = shard(batches, rank(), world)
                 task = bar.add_task(f"transformer epoch {epoch}/{cfg.epochs}", total=len(batches), info="")
