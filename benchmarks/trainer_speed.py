@@ -314,12 +314,17 @@ def _write_block(path: Path, text: str, name: str = "speed") -> None:
 
 def pool(records: list[dict[str, Any]]) -> dict[str, Any]:
     """One record from runs made in separate invocations with the same settings and distinct seeds."""
+
+    def compared(settings: dict[str, Any]) -> dict[str, Any]:
+        # Records made before sizewise had batch_order trained with random order.
+        return {"batch_order": "random", **{k: v for k, v in settings.items() if k not in ("seeds", "workdir")}}
+
     first = records[0]
-    same = {k: v for k, v in first["settings"].items() if k not in ("seeds", "workdir")}
+    same = compared(first["settings"])
     seen: set[tuple[str, int]] = set()
     runs = []
     for rec in records:
-        other = {k: v for k, v in rec["settings"].items() if k not in ("seeds", "workdir")}
+        other = compared(rec["settings"])
         if other != same:
             diff = sorted(k for k in same.keys() | other.keys() if same.get(k) != other.get(k))
             raise SystemExit(f"these records differ in settings ({', '.join(diff)}); they cannot be pooled")

@@ -151,8 +151,8 @@ def length_bucketed_batches(
     Pairs of similar length share a batch, so little compute goes to padding, while every epoch
     still sees a different order. ``order="random"`` shuffles the batches of all pools together;
     ``order="longest_first"`` keeps the pools (random subsets) in turn and runs each pool's batches
-    from the longest to the shortest, so consecutive batches have similar shapes and the memory a
-    batch frees fits the next one.
+    from the longest to the shortest, as transformers.Trainer's ``group_by_length`` runs its
+    mega-batches (consecutive batches then have similar shapes).
     """
     if order not in ("random", "longest_first"):
         raise ValueError(f"order must be 'random' or 'longest_first', not {order!r}")
