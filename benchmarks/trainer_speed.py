@@ -88,7 +88,7 @@ def run_sizewise(s: dict[str, Any]) -> dict[str, Any]:
             "learning_rate": s["learning_rate"],
             "warmup_ratio": s["warmup_ratio"],
             "weight_decay": s["weight_decay"],
-            "batch_order": s.get("batch_order", "random"),  # records before the setting existed: random
+            "batch_order": s["batch_order"],
             "seed": s["seed"],
             "device": "cpu",
         }
@@ -315,16 +315,13 @@ def _write_block(path: Path, text: str, name: str = "speed") -> None:
 def pool(records: list[dict[str, Any]]) -> dict[str, Any]:
     """One record from runs made in separate invocations with the same settings and distinct seeds."""
 
-    def compared(settings: dict[str, Any]) -> dict[str, Any]:
-        # Records made before sizewise had batch_order trained with random order.
-        return {"batch_order": "random", **{k: v for k, v in settings.items() if k not in ("seeds", "workdir")}}
-
-    first = records[0]
-    same = compared(first["settings"])
+    # Records made before sizewise had batch_order trained with random order.
+    settings = [{"batch_order": "random", **rec["settings"]} for rec in records]
+    same = {k: v for k, v in settings[0].items() if k not in ("seeds", "workdir")}
     seen: set[tuple[str, int]] = set()
     runs = []
-    for rec in records:
-        other = compared(rec["settings"])
+    for rec, rec_settings in zip(records, settings, strict=True):
+        other = {k: v for k, v in rec_settings.items() if k not in ("seeds", "workdir")}
         if other != same:
             diff = sorted(k for k in same.keys() | other.keys() if same.get(k) != other.get(k))
             raise SystemExit(f"these records differ in settings ({', '.join(diff)}); they cannot be pooled")
@@ -336,7 +333,7 @@ def pool(records: list[dict[str, Any]]) -> dict[str, Any]:
     seeds = sorted({seed for rec in records for seed in rec["settings"]["seeds"]})
     environments = [rec["environment"] for rec in records]
     return {
-        "settings": {**first["settings"], "seeds": seeds},
+        "settings": {**settings[0], "seeds": seeds},
         "runs": runs,
         "environment": environments[0],
         "environments": environments,
@@ -405,7 +402,7 @@ def table(record: dict[str, Any]) -> str:
         f"query and value, {s['train_size']:,} SNLI train pairs, {s['epochs']} epoch(s), batch {s['batch_size']}, "
         f"max_length {s['max_length']}, learning rate {s['learning_rate']} with {s['warmup_ratio']:.0%} linear "
         f"warm-up, weight decay {s['weight_decay']}; test accuracy on {s['test_size']:,} SNLI test pairs (nli3). "
-        f"sizewise's batch order: {s.get('batch_order', 'random')}. "
+        f"sizewise's batch order: {s['batch_order']}. "
         f"The same training and test pairs for every run; a seed sets the new classification head's "
         f"initial weights, dropout and the batch order. "
         f"{s['threads']} torch thread(s) on {env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "

@@ -161,10 +161,8 @@ def length_bucketed_batches(
     batches = []
     for start in range(0, len(perm), pool):
         chunk = perm[start : start + pool]
-        if order == "random":
-            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        else:
-            chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        key = lengths[chunk] if order == "random" else -lengths[chunk]
+        chunk = chunk[np.argsort(key, kind="stable")]
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     if order == "random":
         rng.shuffle(batches)
