@@ -2,14 +2,16 @@
 
     python benchmarks/trainer_speed.py [--train-size 4000] [--test-size 2000] [--epochs 1] \
         [--batch-size 32] [--max-length 128] [--lr 2e-3] [--model minilm] [--seeds 0 1 2] \
-        [--example-seeds 1] [--out runs/trainer-speed]
+        [--example-seeds 1] [--batch-order random] [--whole-last-layer] [--out runs/trainer-speed]
 
 The same model, training pairs (an SNLI train subset), test pairs, batch size, epochs, max_length,
 learning rate, warm-up, weight decay, LoRA rank / alpha / dropout / target modules and seed, run as
 
 1. ``sizewise``       — the ``transformer`` learner (dynamic padding, length-bucketed batches in
    random order; ``--batch-order longest_first`` runs each random pool of 50 batches from its
-   longest batch to its shortest, as the Trainer's ``group_by_length`` runs its mega-batches);
+   longest batch to its shortest, as the Trainer's ``group_by_length`` runs its mega-batches; its
+   last layer runs for the first token only, the one the classification head reads —
+   ``--whole-last-layer`` runs it for every token, as the Trainer's model does);
 2. ``trainer-example`` — ``transformers.Trainer`` with the defaults of the Hugging Face
    text-classification example: every pair padded to ``max_length``, random batches;
 3. ``trainer-best``    — the same Trainer with dynamic padding (``DataCollatorWithPadding``) and
@@ -56,6 +58,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "data_seed": 0,
         "threads": args.threads,
         "batch_order": args.batch_order,
+        "first_token_last_layer": not args.whole_last_layer,
     }
 
 
@@ -89,6 +92,7 @@ def run_sizewise(s: dict[str, Any]) -> dict[str, Any]:
             "warmup_ratio": s["warmup_ratio"],
             "weight_decay": s["weight_decay"],
             "batch_order": s["batch_order"],
+            "first_token_last_layer": s["first_token_last_layer"],
             "seed": s["seed"],
             "device": "cpu",
         }
@@ -250,6 +254,11 @@ def main() -> None:
         default="random",
         help="sizewise's batch_order (its default: random).",
     )
+    parser.add_argument(
+        "--whole-last-layer",
+        action="store_true",
+        help="Run sizewise with first_token_last_layer off (its last layer computed for every token).",
+    )
     parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     parser.add_argument("--out", type=Path, default=Path("runs/trainer-speed"))
     parser.add_argument(
@@ -315,8 +324,9 @@ def _write_block(path: Path, text: str, name: str = "speed") -> None:
 def pool(records: list[dict[str, Any]]) -> dict[str, Any]:
     """One record from runs made in separate invocations with the same settings and distinct seeds."""
 
-    # Records made before sizewise had batch_order trained with random order.
-    settings = [{"batch_order": "random", **rec["settings"]} for rec in records]
+    # Records made before sizewise had these settings trained with random order and the whole last layer.
+    before = {"batch_order": "random", "first_token_last_layer": False}
+    settings = [{**before, **rec["settings"]} for rec in records]
     same = {k: v for k, v in settings[0].items() if k not in ("seeds", "workdir")}
     seen: set[tuple[str, int]] = set()
     runs = []
@@ -402,7 +412,8 @@ def table(record: dict[str, Any]) -> str:
         f"query and value, {s['train_size']:,} SNLI train pairs, {s['epochs']} epoch(s), batch {s['batch_size']}, "
         f"max_length {s['max_length']}, learning rate {s['learning_rate']} with {s['warmup_ratio']:.0%} linear "
         f"warm-up, weight decay {s['weight_decay']}; test accuracy on {s['test_size']:,} SNLI test pairs (nli3). "
-        f"sizewise's batch order: {s['batch_order']}. "
+        f"sizewise's batch order: {s['batch_order']}; its last layer: "
+        f"{'first token only' if s['first_token_last_layer'] else 'every token'}. "
         f"The same training and test pairs for every run; a seed sets the new classification head's "
         f"initial weights, dropout and the batch order. "
         f"{s['threads']} torch thread(s) on {env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}, "

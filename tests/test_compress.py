@@ -3,6 +3,7 @@ so that the size on disk is the size of the compression, and loaded back to iden
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -630,6 +631,16 @@ def test_onnxruntime_int8_fused_attention(heads: float | None, transformers: dic
     # the exported model's config is back to the attention implementation it had (eager only for export)
     own = transformers["full"].model_.config._attn_implementation
     assert own != "eager" and fused.base_.model_.config._attn_implementation == own
+
+
+@needs_ort
+def test_onnx_export_leaves_the_exported_model_in_eval_mode(transformers: dict[str, Any]) -> None:
+    from sizewise.compress.onnx import export_int8
+
+    learner = copy.deepcopy(transformers["full"])
+    model = learner.model_
+    export_int8(learner)
+    assert not any(m.training for m in model.modules())
 
 
 def test_fuse_needs_the_onnxruntime_backend(transformers: dict[str, Any]) -> None:

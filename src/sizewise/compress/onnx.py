@@ -125,7 +125,7 @@ def export_int8(learner: Any, fuse: bool = False) -> dict[str, Any]:
         with torch.no_grad(), warnings.catch_warnings(), _attention(model, "eager" if fuse else None):
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _LogitsOnly(model, names),
+                _LogitsOnly(model, names).eval(),  # export restores this mode on every submodule
                 tuple(sample[k] for k in names),
                 str(fp32),
                 input_names=names,

@@ -44,6 +44,7 @@ from sizewise.learners.base import (
     scheme_from_meta,
 )
 from sizewise.learners.bilstm import length_bucketed_batches
+from sizewise.learners.first_token import first_token_last_layer
 from sizewise.progress import progress_bar, set_quiet
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,12 @@ class TransformerConfig(LearnerConfig):
         "to the shortest (the order of transformers.Trainer's group_by_length).",
     )
     eval_batch_size: int = Field(128, ge=1, description="Pairs per batch when predicting.")
+    first_token_last_layer: bool = Field(
+        True,
+        description="Run the last encoder layer for the first token only, the one position the classification "
+        "head reads (BERT, MiniLM, RoBERTa, XLM-R, CamemBERT, ELECTRA with eager or sdpa attention): the same "
+        "logits and gradients for less work; other encoders run whole. Dropout draws differ from a whole run.",
+    )
     epochs: int = Field(3, ge=1, description="Maximum training epochs.")
     learning_rate: float | None = Field(
         None,
@@ -532,7 +539,7 @@ class TransformerLearner:
             len(train),
             total_steps,
         )
-        with progress_bar() as bar:
+        with progress_bar() as bar, first_token_last_layer(model, cfg.first_token_last_layer):
             for epoch in range(1, cfg.epochs + 1):
                 batches = length_bucketed_batches(enc_train.lengths, cfg.batch_size, rng, cfg.batch_order)
                 if world > 1:  # every process draws the same batches (same seed) and takes its share
@@ -646,7 +653,7 @@ class TransformerLearner:
         out = np.zeros((len(enc), self.scheme_.num_labels), dtype=np.float64)
         order = np.argsort(enc.lengths, kind="stable")  # similar lengths together: little padding
         bs = self.config.eval_batch_size
-        with progress_bar() as bar:
+        with progress_bar() as bar, first_token_last_layer(self.model_, self.config.first_token_last_layer):
             task = bar.add_task("transformer predicting", total=len(order), info="")
             for start in range(0, len(order), bs):
                 idx = order[start : start + bs]
