@@ -1,6 +1,6 @@
 """CPU prediction speed and accuracy of a fine-tuned transformer in fp32 and in int8, side by side.
 
-    python benchmarks/int8_speed.py [MODEL_DIR] [--pairs 512] [--repeats 5] [--out FILE]
+    python benchmarks/int8_speed.py [MODEL_DIR] [--pairs 512] [--repeats 5] [--whole-last-layer] [--out FILE]
 
 MODEL_DIR is a saved, fully fine-tuned ``transformer`` learner; the default is the MiniLM-L6 arm of
 benchmarks/transformers-snli-nli3.yaml (``runs/transformers-snli-nli3/minilm-full/model``). From it
@@ -15,7 +15,9 @@ Speed is measured as the study measures inference (throughput of one predict cal
 ``--pairs`` SNLI test pairs after a warm-up call, at the learner's eval batch size; latency of single
 pairs, p50 / p95), every way once per round, ``--repeats`` rounds, the order reversed every other
 round. The speed-up of a way is the median over rounds of its pairs/s divided by fp32's in the same
-round. Accuracy is on the whole SNLI test set (9,824 pairs), with the paired difference to fp32.
+round. fp32 and the exports run the last layer as the learner's ``first_token_last_layer`` says (on by
+default: the first token only; ``--whole-last-layer`` turns it off for all of them). Accuracy is on the
+whole SNLI test set (9,824 pairs), with the paired difference to fp32.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS))
+    parser.add_argument(
+        "--whole-last-layer",
+        action="store_true",
+        help="Run the last layer for every token (first_token_last_layer off) in fp32 and in the exports.",
+    )
     parser.add_argument("--out", type=Path, help="Also write the record as JSON here.")
     args = parser.parse_args()
 
@@ -54,6 +61,8 @@ def main() -> None:
     base = load_learner(args.model)
     if getattr(base, "kind", None) != "transformer" or base.config.mode != "full":
         raise SystemExit(f"{args.model}: not a fully fine-tuned transformer learner")
+    if args.whole_last_layer:
+        base.config = base.config.model_copy(update={"first_token_last_layer": False})
     learners: dict[str, Any] = {"fp32": base}
     records: dict[str, Any] = {}
     for way in args.ways:
@@ -88,6 +97,7 @@ def main() -> None:
         "accuracy_pairs": len(test),
         "repeats": args.repeats,
         "eval_batch_size": base.config.eval_batch_size,
+        "first_token_last_layer": base.config.first_token_last_layer,
         "threads": torch.get_num_threads(),
         "transforms": records,
         "runs": runs,
@@ -116,7 +126,8 @@ def table(record: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"{record['accuracy_pairs']:,} SNLI test pairs for accuracy; speed on the first {record['speed_pairs']} "
-        f"(batch {record['eval_batch_size']}), medians of {record['repeats']} alternating rounds; "
+        f"(batch {record['eval_batch_size']}), medians of {record['repeats']} alternating rounds; last layer "
+        f"{'for the first token only' if record.get('first_token_last_layer') else 'for every token'}; "
         f"{record['threads']} threads on {env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}."
     )
     return "\n".join(lines)

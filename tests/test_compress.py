@@ -617,12 +617,13 @@ def test_onnxruntime_int8_fused_attention(heads: float | None, transformers: dic
     plain = compress(transformers["full"], [*before, *ORT_INT8])
     record = fused.transforms_[-1]
     n_layers = transformers["full"].model_.config.num_hidden_layers
-    assert record["fused"]["Attention"] == n_layers  # every attention block became one operator
+    # every attention block became one operator, but the last: it runs for the first token only
+    assert record["first_token_last_layer"] is True
+    assert record["fused"]["Attention"] == n_layers - 1
     ops = [node.op_type for node in onnx.load_from_string(fused.base_.model_.onnx_bytes).graph.node]
-    assert ops.count("QAttention") == n_layers  # ... and runs in int8
-    assert "Softmax" not in ops and "Softmax" in {
-        node.op_type for node in onnx.load_from_string(plain.base_.model_.onnx_bytes).graph.node
-    }
+    assert ops.count("QAttention") == n_layers - 1  # ... and runs in int8
+    plain_ops = [node.op_type for node in onnx.load_from_string(plain.base_.model_.onnx_bytes).graph.node]
+    assert ops.count("Softmax") == 1 and plain_ops.count("Softmax") == n_layers  # only the last layer's is left
     proba = fused.predict_proba(data)
     assert tuple(fused.labels_) == tuple(transformers["full"].labels_)
     assert np.abs(proba - plain.predict_proba(data)).max() < 0.03  # the same network, int8 rounding apart
@@ -631,6 +632,24 @@ def test_onnxruntime_int8_fused_attention(heads: float | None, transformers: dic
     # the exported model's config is back to the attention implementation it had (eager only for export)
     own = transformers["full"].model_.config._attn_implementation
     assert own != "eager" and fused.base_.model_.config._attn_implementation == own
+
+
+@needs_ort
+def test_onnx_export_follows_the_first_token_setting(transformers: dict[str, Any]) -> None:
+    import onnx
+
+    data = dozen_pairs()
+    whole = copy.deepcopy(transformers["full"])
+    whole.config = whole.config.model_copy(update={"first_token_last_layer": False})
+    n_layers = whole.model_.config.num_hidden_layers
+    fused = {"first": compress(transformers["full"], [{**ORT_INT8[0], "fuse": True}])}
+    fused["whole"] = compress(whole, [{**ORT_INT8[0], "fuse": True}])
+    assert fused["whole"].transforms_[-1]["first_token_last_layer"] is False
+    assert fused["whole"].transforms_[-1]["fused"]["Attention"] == n_layers  # every block fused
+    ops = [node.op_type for node in onnx.load_from_string(fused["whole"].base_.model_.onnx_bytes).graph.node]
+    assert ops.count("QAttention") == n_layers
+    proba = {k: learner.predict_proba(data) for k, learner in fused.items()}
+    assert np.abs(proba["first"] - proba["whole"]).max() < 0.03  # the same function, int8 rounding apart
 
 
 @needs_ort

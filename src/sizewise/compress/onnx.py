@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from sizewise.errors import ConfigError
+from sizewise.learners.first_token import first_token_last_layer
 
 ONNX_FILE = "model.int8.onnx"
 logger = logging.getLogger(__name__)
@@ -91,7 +92,9 @@ def export_int8(learner: Any, fuse: bool = False) -> dict[str, Any]:
     ``fuse``: export with eager attention and let onnxruntime's transformer optimizer fuse every
     attention block (and layer norms, GELUs) into single operators before quantizing, so attention
     runs as one int8 ``QAttention`` kernel. Encoders it cannot fuse are quantized unfused (the record
-    lists what was fused).
+    lists what was fused). With the learner's ``first_token_last_layer`` on, the graph computes the
+    last layer for the first token only, as the learner does in torch; that layer's attention is not
+    the pattern the optimizer fuses, so it stays unfused.
     """
     problem = onnxruntime_problem()
     if problem:
@@ -122,7 +125,12 @@ def export_int8(learner: Any, fuse: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "model.onnx", Path(tmp) / ONNX_FILE
         # The tracer warns about Python values in the traced code; they are constants here.
-        with torch.no_grad(), warnings.catch_warnings(), _attention(model, "eager" if fuse else None):
+        with (
+            torch.no_grad(),
+            warnings.catch_warnings(),
+            _attention(model, "eager" if fuse else None),
+            first_token_last_layer(model, learner.config.first_token_last_layer) as first_token,
+        ):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 _LogitsOnly(model, names).eval(),  # export restores this mode on every submodule
@@ -160,6 +168,7 @@ def export_int8(learner: Any, fuse: bool = False) -> dict[str, Any]:
         "scheme": "per_channel_symmetric",
         "onnx_fp32_bytes": fp32_bytes,
         "onnx_int8_bytes": len(data),
+        "first_token_last_layer": first_token,
     }
     if fuse:
         record["fused"] = fused

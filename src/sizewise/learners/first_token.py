@@ -3,8 +3,9 @@
 The sequence-classification heads of BERT-style encoders (BERT, MiniLM, RoBERTa, XLM-R, CamemBERT,
 ELECTRA) read a single position of the last layer's output: the first token (``[CLS]`` / ``<s>``).
 The other positions of that layer feed nothing, yet a plain forward pass computes their queries,
-attention rows, output projections and feed-forward blocks — in an L-layer encoder about 5/6 of one
-layer's work, 1/L of the model's, in the forward pass and again in the backward pass.
+attention rows, output projections and feed-forward blocks: about 5/6 of one layer's arithmetic (all
+but the keys and values), a seventh of a 6-layer encoder's, in the forward pass and again in the
+backward pass.
 
 :func:`first_token_last_layer` swaps, for the duration of a ``with`` block, the last layer's forward
 for one that computes the keys and values of every token (the first token attends to all of them)
