@@ -85,13 +85,15 @@ def _first_token_forward(
     self: nn.Module, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any
 ) -> torch.Tensor:
     """A BERT layer's forward with every position but the first left out of the output."""
+    if attention_mask is not None and attention_mask.dim() != 4:  # not a mask this forward knows how to cut
+        return type(self).forward(self, hidden_states, attention_mask, *args, **kwargs)
     inner = self.attention.self
     batch, tokens, _ = hidden_states.shape
     size = inner.attention_head_size
     first = hidden_states[:, :1]
     query = inner.query(first)
-    if query.shape[-1] == 0 or (attention_mask is not None and attention_mask.dim() != 4):
-        return type(self).forward(self, hidden_states, attention_mask, *args, **kwargs)  # not a case for this
+    if query.shape[-1] == 0:  # every head pruned: nothing to attend with
+        return type(self).forward(self, hidden_states, attention_mask, *args, **kwargs)
     query = query.view(batch, 1, -1, size).transpose(1, 2)
     key = inner.key(hidden_states).view(batch, tokens, -1, size).transpose(1, 2)
     value = inner.value(hidden_states).view(batch, tokens, -1, size).transpose(1, 2)
