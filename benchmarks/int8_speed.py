@@ -1,6 +1,7 @@
 """CPU prediction speed and accuracy of a fine-tuned transformer in fp32 and in int8, side by side.
 
-    python benchmarks/int8_speed.py [MODEL_DIR] [--pairs 512] [--repeats 5] [--whole-last-layer] [--out FILE]
+    python benchmarks/int8_speed.py [MODEL_DIR] [--pairs 512] [--repeats 5] [--whole-last-layer] [--same-process]
+                                    [--out FILE]
 
 MODEL_DIR is a saved, fully fine-tuned ``transformer`` learner; the default is the MiniLM-L6 arm of
 benchmarks/transformers-snli-nli3.yaml (``runs/transformers-snli-nli3/minilm-full/model``). From it
@@ -8,16 +9,22 @@ the script builds, in memory, the int8 versions sizewise offers:
 
 - ``int8-torch``     — ``{transform: quantize_int8}``: torch.ao dynamic int8 of the Linear layers;
 - ``int8-ort``       — ``{transform: quantize_int8, backend: onnxruntime}``: ONNX export, every weight int8;
-- ``int8-ort-fused`` — the same with ``fuse: true``: attention blocks, layer norms and GELUs fused by
-  onnxruntime's transformer optimizer before quantizing (attention runs as one int8 kernel).
+- ``int8-ort-fused`` — the same with ``fuse: true``: attention blocks and GELUs fused by onnxruntime's
+  transformer optimizer before quantizing (attention runs as one int8 kernel).
+
+Both onnxruntime exports spell their layer norms out in primitive operators (faster on CPU than
+onnxruntime's own kernel; ``decompose_layer_norms`` in ``sizewise.compress.onnx``).
 
 Speed is measured as the study measures inference (throughput of one predict call on the first
 ``--pairs`` SNLI test pairs after a warm-up call, at the learner's eval batch size; latency of single
 pairs, p50 / p95), every way once per round, ``--repeats`` rounds, the order reversed every other
-round. The speed-up of a way is the median over rounds of its pairs/s divided by fp32's in the same
-round. fp32 and the exports run the last layer as the learner's ``first_token_last_layer`` says (on by
-default: the first token only; ``--whole-last-layer`` turns it off for all of them). Accuracy is on the
-whole SNLI test set (9,824 pairs), with the paired difference to fp32.
+round. Each way is saved and measured in a fresh process of its own, as a deployed model runs
+(``--same-process`` measures them all in this one, as records before the ``isolated`` key did:
+onnxruntime's and torch's thread pools then slow each other down). The speed-up of a way is the
+median over rounds of its pairs/s divided by fp32's in the same round. fp32 and the exports run the
+last layer as the learner's ``first_token_last_layer`` says (on by default: the first token only;
+``--whole-last-layer`` turns it off for all of them). Accuracy is on the whole SNLI test set (9,824
+pairs), with the paired difference to fp32.
 """
 
 from __future__ import annotations
@@ -25,12 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from speed_rounds import alternating_rounds, medians
+from speed_rounds import alternating_rounds, isolated_rounds, medians
 
 WAYS = {
     "int8-torch": [{"transform": "quantize_int8"}],
@@ -49,6 +57,9 @@ def main() -> None:
         "--whole-last-layer",
         action="store_true",
         help="Run the last layer for every token (first_token_last_layer off) in fp32 and in the exports.",
+    )
+    parser.add_argument(
+        "--same-process", action="store_true", help="Measure every way in this process, not each in its own."
     )
     parser.add_argument("--out", type=Path, help="Also write the record as JSON here.")
     args = parser.parse_args()
@@ -71,8 +82,15 @@ def main() -> None:
     test = load_dataset("snli", "test")
     speed_set = test.subset(np.arange(min(args.pairs, len(test))))
 
-    ways = {way: learner.predict_proba for way, learner in learners.items()}
-    runs = alternating_rounds(ways, speed_set, args.pairs, args.repeats)
+    if args.same_process:
+        ways = {way: learner.predict_proba for way, learner in learners.items()}
+        runs = alternating_rounds(ways, speed_set, args.pairs, args.repeats)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = {way: Path(tmp) / way for way in learners}
+            for way, learner in learners.items():
+                learner.save(saved[way])
+            runs = isolated_rounds(saved, "snli", "test", args.pairs, args.repeats)
 
     truth = test.labels
     predictions = {way: learner.predict_proba(test).argmax(1) for way, learner in learners.items()}
@@ -96,6 +114,7 @@ def main() -> None:
         "speed_pairs": len(speed_set),
         "accuracy_pairs": len(test),
         "repeats": args.repeats,
+        "isolated": not args.same_process,
         "eval_batch_size": base.config.eval_batch_size,
         "first_token_last_layer": base.config.first_token_last_layer,
         "threads": torch.get_num_threads(),
@@ -126,7 +145,8 @@ def table(record: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"{record['accuracy_pairs']:,} SNLI test pairs for accuracy; speed on the first {record['speed_pairs']} "
-        f"(batch {record['eval_batch_size']}), medians of {record['repeats']} alternating rounds; last layer "
+        f"(batch {record['eval_batch_size']}), medians of {record['repeats']} alternating rounds"
+        f"{', each way in its own process' if record.get('isolated') else ', all ways in one process'}; last layer "
         f"{'for the first token only' if record.get('first_token_last_layer') else 'for every token'}; "
         f"{record['threads']} threads on {env['cpu']} ({env['cpu_count']} cores), torch {env['torch']}."
     )

@@ -624,6 +624,10 @@ def test_onnxruntime_int8_fused_attention(heads: float | None, transformers: dic
     assert ops.count("QAttention") == n_layers - 1  # ... and runs in int8
     plain_ops = [node.op_type for node in onnx.load_from_string(plain.base_.model_.onnx_bytes).graph.node]
     assert ops.count("Softmax") == 1 and plain_ops.count("Softmax") == n_layers  # only the last layer's is left
+    # every layer norm spelled out in primitive operators (the embeddings' is fused into their lookup)
+    assert record["layer_norms_decomposed"] == 2 * n_layers and "SkipLayerNormalization" not in ops
+    assert plain.transforms_[-1]["layer_norms_decomposed"] == 2 * n_layers + 1
+    assert "LayerNormalization" not in plain_ops
     proba = fused.predict_proba(data)
     assert tuple(fused.labels_) == tuple(transformers["full"].labels_)
     assert np.abs(proba - plain.predict_proba(data)).max() < 0.03  # the same network, int8 rounding apart
@@ -650,6 +654,68 @@ def test_onnx_export_follows_the_first_token_setting(transformers: dict[str, Any
     assert ops.count("QAttention") == n_layers
     proba = {k: learner.predict_proba(data) for k, learner in fused.items()}
     assert np.abs(proba["first"] - proba["whole"]).max() < 0.03  # the same function, int8 rounding apart
+
+
+def _layer_norm_graph(opset: int, read_mean: bool = False) -> Any:
+    """A graph of a SkipLayerNormalization (with and without a bias) and a LayerNormalization."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    consts = {name: rng.normal(size=8).astype(np.float32) for name in ("g1", "b1", "bias", "g2", "b2", "g3")}
+    nodes = [
+        helper.make_node(
+            "SkipLayerNormalization", ["x", "s", "g1", "b1", "bias"], ["h1"], domain="com.microsoft", epsilon=1e-3
+        ),
+        helper.make_node("SkipLayerNormalization", ["h1", "s", "g3"], ["h2"], domain="com.microsoft", epsilon=1e-5),
+        helper.make_node("LayerNormalization", ["h2", "g2", "b2"], ["y", "mean"] if read_mean else ["y"], axis=-1),
+    ]
+    shape = [3, 5, 8]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)]
+    if read_mean:
+        outputs.append(helper.make_tensor_value_info("mean", TensorProto.FLOAT, None))
+    graph = helper.make_graph(
+        nodes,
+        "norms",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("x", "s")],
+        outputs,
+        [numpy_helper.from_array(v, k) for k, v in consts.items()],
+    )
+    opsets = [helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)]
+    return onnx.helper.make_model(graph, opset_imports=opsets)
+
+
+def _run_graph(model: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+@needs_ort
+@pytest.mark.parametrize("opset", [17, 18])
+def test_layer_norms_are_spelled_out_with_the_same_result(opset: int) -> None:
+    import onnx
+
+    from sizewise.compress.onnx import decompose_layer_norms
+
+    rng = np.random.default_rng(1)
+    feed = {name: (3 * rng.normal(size=(3, 5, 8)) + 2).astype(np.float32) for name in ("x", "s")}
+    model = _layer_norm_graph(opset)
+    expected = _run_graph(model, feed)
+    assert decompose_layer_norms(model) == 3
+    onnx.checker.check_model(model)
+    ops = [node.op_type for node in model.graph.node]
+    assert "SkipLayerNormalization" not in ops and "LayerNormalization" not in ops
+    assert ops.count("ReduceMean") == 6 and ops.count("Sqrt") == 3
+    got = _run_graph(model, feed)
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-5, atol=1e-5)
+    # a normalization whose mean is read elsewhere keeps its kernel
+    kept = _layer_norm_graph(opset, read_mean=True)
+    assert decompose_layer_norms(kept) == 2
+    assert [node.op_type for node in kept.graph.node].count("LayerNormalization") == 1
+    np.testing.assert_allclose(_run_graph(kept, feed)[0], expected[0], rtol=1e-5, atol=1e-5)
 
 
 @needs_ort
