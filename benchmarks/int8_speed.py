@@ -13,7 +13,10 @@ the script builds, in memory, the int8 versions sizewise offers:
   transformer optimizer before quantizing (attention runs as one int8 kernel).
 
 Both onnxruntime exports spell their layer norms out in primitive operators (faster on CPU than
-onnxruntime's own kernel; ``decompose_layer_norms`` in ``sizewise.compress.onnx``).
+onnxruntime's own kernel; ``decompose_layer_norms`` in ``sizewise.compress.onnx``). For comparison:
+
+- ``int8-ort-fused-kernel-ln`` — ``int8-ort-fused`` with that step left out (the script switches it
+  off while it builds this way): layer norms run as onnxruntime's ``SkipLayerNormalization`` kernel.
 
 Speed is measured as the study measures inference (throughput of one predict call on the first
 ``--pairs`` SNLI test pairs after a warm-up call, at the learner's eval batch size; latency of single
@@ -30,9 +33,11 @@ pairs), with the paired difference to fp32.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +49,9 @@ WAYS = {
     "int8-torch": [{"transform": "quantize_int8"}],
     "int8-ort": [{"transform": "quantize_int8", "backend": "onnxruntime"}],
     "int8-ort-fused": [{"transform": "quantize_int8", "backend": "onnxruntime", "fuse": True}],
+    "int8-ort-fused-kernel-ln": [{"transform": "quantize_int8", "backend": "onnxruntime", "fuse": True}],
 }
+KERNEL_LAYER_NORMS = {"int8-ort-fused-kernel-ln"}
 
 
 def main() -> None:
@@ -77,7 +84,8 @@ def main() -> None:
     learners: dict[str, Any] = {"fp32": base}
     records: dict[str, Any] = {}
     for way in args.ways:
-        learners[way] = compress(base, WAYS[way])
+        with kernel_layer_norms() if way in KERNEL_LAYER_NORMS else contextlib.nullcontext():
+            learners[way] = compress(base, WAYS[way])
         records[way] = learners[way].transforms_[-1]
     test = load_dataset("snli", "test")
     speed_set = test.subset(np.arange(min(args.pairs, len(test))))
@@ -127,6 +135,19 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def kernel_layer_norms() -> Iterator[None]:
+    """Build onnxruntime exports with their layer norms left as onnxruntime's kernels."""
+    import sizewise.compress.onnx as exporter
+
+    spelled_out = exporter.decompose_layer_norms
+    exporter.decompose_layer_norms = lambda model: 0
+    try:
+        yield
+    finally:
+        exporter.decompose_layer_norms = spelled_out
 
 
 def table(record: dict[str, Any]) -> str:
