@@ -21,9 +21,9 @@ onnxruntime's own kernel; ``decompose_layer_norms`` in ``sizewise.compress.onnx`
 Speed is measured as the study measures inference (throughput of one predict call on the first
 ``--pairs`` SNLI test pairs after a warm-up call, at the learner's eval batch size; latency of single
 pairs, p50 / p95), every way once per round, ``--repeats`` rounds, the order reversed every other
-round. Each way is saved and measured in a fresh process of its own, as a deployed model runs
-(``--same-process`` measures them all in this one, as records before the ``isolated`` key did:
-onnxruntime's and torch's thread pools then slow each other down). The speed-up of a way is the
+round. Each way is saved and measured in a worker process of its own, as a deployed model runs, the
+workers taking turns (``--same-process`` measures them all in this one, as records before the
+``isolated`` key did: onnxruntime's and torch's thread pools then slow each other down). The speed-up of a way is the
 median over rounds of its pairs/s divided by fp32's in the same round. fp32 and the exports run the
 last layer as the learner's ``first_token_last_layer`` says (on by default: the first token only;
 ``--whole-last-layer`` turns it off for all of them). Accuracy is on the whole SNLI test set (9,824

@@ -90,7 +90,7 @@ def export_int8(learner: Any, fuse: bool = False) -> dict[str, Any]:
     """Replace a (full) transformer learner's model by its onnxruntime int8 version; returns the record.
 
     ``fuse``: export with eager attention and let onnxruntime's transformer optimizer fuse every
-    attention block (and layer norms, GELUs) into single operators before quantizing, so attention
+    attention block (and GELUs) into single operators before quantizing, so attention
     runs as one int8 ``QAttention`` kernel. Encoders it cannot fuse are quantized unfused (the record
     lists what was fused). With the learner's ``first_token_last_layer`` on, the graph computes the
     last layer for the first token only, as the learner does in torch; that layer's attention is not
