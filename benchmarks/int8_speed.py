@@ -2,6 +2,7 @@
 
     python benchmarks/int8_speed.py [MODEL_DIR] [--pairs 512] [--repeats 5] [--whole-last-layer] [--same-process]
                                     [--out FILE]
+    python benchmarks/int8_speed.py --pool RECORD [RECORD ...]   # the rounds of saved records, pooled
 
 MODEL_DIR is a saved, fully fine-tuned ``transformer`` learner; the default is the MiniLM-L6 arm of
 benchmarks/transformers-snli-nli3.yaml (``runs/transformers-snli-nli3/minilm-full/model``). From it
@@ -23,11 +24,11 @@ Speed is measured as the study measures inference (throughput of one predict cal
 pairs, p50 / p95), every way once per round, ``--repeats`` rounds, the order reversed every other
 round. Each way is saved and measured in a worker process of its own, as a deployed model runs, the
 workers taking turns (``--same-process`` measures them all in this one, as records before the
-``isolated`` key did: onnxruntime's and torch's thread pools then slow each other down). The speed-up of a way is the
-median over rounds of its pairs/s divided by fp32's in the same round. fp32 and the exports run the
-last layer as the learner's ``first_token_last_layer`` says (on by default: the first token only;
-``--whole-last-layer`` turns it off for all of them). Accuracy is on the whole SNLI test set (9,824
-pairs), with the paired difference to fp32.
+``isolated`` key did; in an ad-hoc check onnxruntime's and torch's thread pools slowed each other
+down there). The speed-up of a way is the median over rounds of its pairs/s divided by fp32's in the
+same round. fp32 and the exports run the last layer as the learner's ``first_token_last_layer`` says
+(on by default: the first token only; ``--whole-last-layer`` turns it off for all of them). Accuracy
+is on the whole SNLI test set (9,824 pairs), with the paired difference to fp32.
 """
 
 from __future__ import annotations
@@ -69,7 +70,13 @@ def main() -> None:
         "--same-process", action="store_true", help="Measure every way in this process, not each in its own."
     )
     parser.add_argument("--out", type=Path, help="Also write the record as JSON here.")
+    parser.add_argument(
+        "--pool", nargs="+", type=Path, metavar="RECORD", help="Measure nothing: pool the rounds of these records."
+    )
     args = parser.parse_args()
+    if args.pool:
+        print(pooled([json.loads(path.read_text()) for path in args.pool]))
+        return
 
     from sizewise.compress import compress
     from sizewise.data.catalog import load_dataset
@@ -148,6 +155,32 @@ def kernel_layer_norms() -> Iterator[None]:
         yield
     finally:
         exporter.decompose_layer_norms = spelled_out
+
+
+def pooled(records: list[dict[str, Any]], target: float = 1.8) -> str:
+    """Every round of ``records`` pooled: per way, the median of its per-round ratios to fp32 and how
+    many rounds reached ``target``; and, where both ran, the fused export against the same with
+    onnxruntime's layer-norm kernel."""
+    ratios: dict[str, list[float]] = {}
+    for record in records:
+        fp32 = [r["pairs_per_s"] for r in record["runs"]["fp32"]]
+        for way, runs in record["runs"].items():
+            if way != "fp32":
+                ratios.setdefault(way, []).extend(r["pairs_per_s"] / f for r, f in zip(runs, fp32, strict=True))
+        if {"int8-ort-fused", "int8-ort-fused-kernel-ln"} <= record["runs"].keys():
+            pairs = zip(record["runs"]["int8-ort-fused"], record["runs"]["int8-ort-fused-kernel-ln"], strict=True)
+            ratios.setdefault("int8-ort-fused vs kernel-ln", []).extend(
+                a["pairs_per_s"] / b["pairs_per_s"] for a, b in pairs
+            )
+    lines = [
+        f"{len(records)} records pooled",
+        f"| way | rounds | median ratio | rounds at {target}× or more |",
+        "|---|---|---|---|",
+    ]
+    for way, values in ratios.items():
+        reached = "—" if " vs " in way else sum(v >= target for v in values)
+        lines.append(f"| {way} | {len(values)} | {statistics.median(values):.2f}× | {reached} |")
+    return "\n".join(lines)
 
 
 def table(record: dict[str, Any]) -> str:

@@ -6,8 +6,8 @@ round so that no way always runs first or last; the summary is the median over r
 
 :func:`alternating_rounds` measures every way in this process; :func:`isolated_rounds` measures each
 way in a process of its own (a saved learner loaded, as a deployed model runs), for ways whose
-runtimes keep their own thread pools: onnxruntime's and torch's slow each other down when both run
-in one process on few cores. Run as a script, this file is such a worker process:
+runtimes keep their own thread pools: in an ad-hoc check onnxruntime's and torch's slowed each
+other down when both ran in one process on 2 cores. Run as a script, this file is such a worker process:
 
     python benchmarks/speed_rounds.py MODEL_DIR --dataset snli --split test --pairs 512
 """

@@ -153,10 +153,8 @@ def export_int8(learner: Any, fuse: bool = False) -> dict[str, Any]:
                 fused = _fuse(fp32, source, _attention_shape(model))
             graph = onnx.load(str(source))
             norms = decompose_layer_norms(graph)
-            source = Path(tmp) / "model.norms.onnx"
-            onnx.save(graph, str(source))
             quantize_dynamic(
-                str(source),
+                graph,
                 str(int8),
                 weight_type=QuantType.QInt8,
                 per_channel=True,
@@ -186,13 +184,14 @@ def decompose_layer_norms(model: Any) -> int:
     """Rewrite, in place, the layer normalizations of an ONNX ``model`` as primitive operators; returns
     how many were rewritten.
 
-    onnxruntime's CPU kernels for ``SkipLayerNormalization`` and ``LayerNormalization`` take about twice
-    as long as the same arithmetic spelled out (residual sum, ``ReduceMean``, ``Sub``, ``Mul``,
-    ``ReduceMean``, ``Add`` eps, ``Sqrt``, ``Div``, ``Mul`` gamma, ``Add`` beta): 5.2 against 2.9 ms on a
-    [128, 34, 384] float tensor, 2 threads, on the benchmark machine. In an int8 MiniLM the fused kernel
-    was an eighth of the time, float work that quantization does not touch (BENCHMARKS.md). The result
-    is the same float32 computation: mean, then the variance of the centred values. A normalization
-    whose mean or variance outputs something reads, or whose axis is not the last, is left as it is.
+    onnxruntime's CPU kernels for ``SkipLayerNormalization`` and ``LayerNormalization`` are slower than
+    the same arithmetic spelled out (residual sum, ``ReduceMean``, ``Sub``, ``Mul``, ``ReduceMean``,
+    ``Add`` eps, ``Sqrt``, ``Div``, ``Mul`` gamma, ``Add`` beta): 6.0 against 3.7 ms on a [128, 34, 384]
+    float tensor, 2 threads, on the benchmark machine, and 11% of a fused int8 MiniLM's operator time,
+    float work that quantization does not touch (``benchmarks/layer_norm_speed.py``, BENCHMARKS.md).
+    The result is the same float32 computation: mean, then the variance of the centred values. A
+    normalization whose mean or inverse-deviation output is read, or whose axis is not the last, is
+    left as it is.
     """
     from onnx import helper, numpy_helper
 
