@@ -13,8 +13,9 @@ the script builds, in memory, the int8 versions sizewise offers:
 - ``int8-ort-fused`` — the same with ``fuse: true``: attention blocks and GELUs fused by onnxruntime's
   transformer optimizer before quantizing (attention runs as one int8 kernel).
 
-Both onnxruntime exports spell their layer norms out in primitive operators (faster on CPU than
-onnxruntime's own kernel; ``decompose_layer_norms`` in ``sizewise.compress.onnx``). For comparison:
+The fused export splits the optimizer's ``SkipLayerNormalization`` operators into additions and a
+``LayerNormalization`` (faster on CPU; ``split_skip_layer_norms`` in ``sizewise.compress.onnx``). For
+comparison:
 
 - ``int8-ort-fused-kernel-ln`` — ``int8-ort-fused`` with that step left out (the script switches it
   off while it builds this way): layer norms run as onnxruntime's ``SkipLayerNormalization`` kernel.
@@ -146,15 +147,15 @@ def main() -> None:
 
 @contextlib.contextmanager
 def kernel_layer_norms() -> Iterator[None]:
-    """Build onnxruntime exports with their layer norms left as onnxruntime's kernels."""
+    """Build onnxruntime exports with their skip layer norms left as onnxruntime's kernel."""
     import sizewise.compress.onnx as exporter
 
-    spelled_out = exporter.decompose_layer_norms
-    exporter.decompose_layer_norms = lambda model: 0
+    split = exporter.split_skip_layer_norms
+    exporter.split_skip_layer_norms = lambda model: 0
     try:
         yield
     finally:
-        exporter.decompose_layer_norms = spelled_out
+        exporter.split_skip_layer_norms = split
 
 
 def pooled(records: list[dict[str, Any]], target: float = 1.8) -> str:

@@ -1,18 +1,25 @@
-"""onnxruntime's layer-norm kernel against the same arithmetic spelled out, and its share of an int8 model.
+"""Three ways to run a transformer's residual sum + layer norm in onnxruntime, and their share of an int8 model.
 
     python benchmarks/layer_norm_speed.py [MODEL_DIR] [--shape 128 34 384] [--calls 50] [--rounds 5]
                                           [--pairs 512]
 
-1. A one-operator graph, ``SkipLayerNormalization`` (input + skip + bias, then the norm) on a float32
-   tensor of ``--shape`` (batch, tokens, hidden), and the same graph after
-   ``sizewise.compress.onnx.decompose_layer_norms``; each run ``--calls`` times per round, the two
-   taking turns for ``--rounds`` rounds; milliseconds per call, medians over rounds, and the largest
-   output difference.
+The ways: ``kernel`` — onnxruntime's ``SkipLayerNormalization`` (input + skip + bias, then the norm),
+which its transformer optimizer writes after every attention and feed-forward block; ``split`` — the
+same after ``sizewise.compress.onnx.split_skip_layer_norms`` (two ``Add`` and a standard
+``LayerNormalization``), what sizewise's int8 exports run; ``primitive`` — the norm spelled out in
+primitive operators (``ReduceMean``, ``Sub``, ``Mul``, ``ReduceMean``, ``Add``, ``Sqrt``, ``Div``,
+``Mul``, ``Add``), the rewrite sizewise used before (``primitive_layer_norms`` below).
+
+1. A one-operator graph on a float32 tensor of ``--shape`` (batch, tokens, hidden), each way run
+   ``--calls`` times per round, the ways taking turns for ``--rounds`` rounds; milliseconds per call,
+   medians over rounds, and the largest output difference to the kernel.
 2. With MODEL_DIR (a saved, fully fine-tuned transformer learner; default: the MiniLM-L6 arm of
    benchmarks/transformers-snli-nli3.yaml), its ``{quantize_int8, backend: onnxruntime, fuse: true}``
-   export built both ways, profiled by onnxruntime on the first ``--pairs`` SNLI test pairs (sorted by
-   length, in batches of the learner's eval batch size, as the learner predicts): the share of the run
-   time each operator type takes.
+   export built each way, profiled by onnxruntime on the first ``--pairs`` SNLI test pairs (sorted by
+   length, in batches of the learner's eval batch size, as the learner predicts), the ways taking turns
+   for ``--rounds`` rounds: operator time per pass over the pairs, the time of the layer-norm operators
+   (the norms and the elementwise operators they are made of, residual additions included) and the
+   operator types with the largest shares.
 """
 
 from __future__ import annotations
@@ -28,13 +35,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import torch
 from int8_speed import WAYS, kernel_layer_norms
 from onnx import TensorProto, helper, numpy_helper
 
-from sizewise.compress.onnx import decompose_layer_norms
+from sizewise.compress.onnx import SLOW_FUSIONS, split_skip_layer_norms
+
+WAYS_OF_NORMS = ("kernel", "split", "primitive")
+NORM_OPS = {"SkipLayerNormalization", "LayerNormalization", "Add", "Sub", "Mul", "Div", "Sqrt", "ReduceMean"}
 
 
 def main() -> None:
@@ -49,7 +58,7 @@ def main() -> None:
     print(f"{threads} threads, onnxruntime {ort.__version__}")
     kernel(args.shape, args.calls, args.rounds, threads)
     if args.model.exists():
-        profile(args.model, args.pairs, threads)
+        profile(args.model, args.pairs, args.rounds, threads)
 
 
 def _session(model: Any, threads: int, profile_prefix: str | None = None) -> ort.InferenceSession:
@@ -60,7 +69,7 @@ def _session(model: Any, threads: int, profile_prefix: str | None = None) -> ort
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
     data = model if isinstance(model, bytes) else model.SerializeToString()
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"], disabled_optimizers=SLOW_FUSIONS)
 
 
 def kernel(shape: list[int], calls: int, rounds: int, threads: int) -> None:
@@ -78,12 +87,11 @@ def kernel(shape: list[int], calls: int, rounds: int, threads: int) -> None:
         [numpy_helper.from_array(v, k) for k, v in weights.items()],
     )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    fused = helper.make_model(graph, opset_imports=opsets)
-    spelled = onnx.ModelProto()
-    spelled.CopyFrom(fused)
-    decompose_layer_norms(spelled)
+    models = {way: helper.make_model(graph, opset_imports=opsets) for way in WAYS_OF_NORMS}
+    split_skip_layer_norms(models["split"])
+    primitive_layer_norms(models["primitive"])
     feed = {n: rng.normal(size=shape).astype(np.float32) for n in ("x", "skip")}
-    sessions = {"kernel": _session(fused, threads), "spelled out": _session(spelled, threads)}
+    sessions = {way: _session(model, threads) for way, model in models.items()}
     outputs = {way: s.run(["y"], feed)[0] for way, s in sessions.items()}  # also the warm-up
     ms: dict[str, list[float]] = {way: [] for way in sessions}
     for i in range(rounds):
@@ -95,14 +103,14 @@ def kernel(shape: list[int], calls: int, rounds: int, threads: int) -> None:
     median = {way: statistics.median(v) for way, v in ms.items()}
     print(f"\nSkipLayerNormalization on {shape} float32, median ms per call over {rounds} rounds of {calls}:")
     for way, value in median.items():
-        print(f"  {way:12s} {value:6.2f} ms  (rounds: {', '.join(f'{x:.2f}' for x in ms[way])})")
-    print(
-        f"  kernel / spelled out: {median['kernel'] / median['spelled out']:.2f}x; largest output difference "
-        f"{float(np.abs(outputs['kernel'] - outputs['spelled out']).max()):.1e}"
-    )
+        difference = float(np.abs(outputs[way] - outputs["kernel"]).max())
+        print(
+            f"  {way:10s} {value:6.2f} ms  kernel / {way}: {median['kernel'] / value:.2f}x; largest difference "
+            f"to the kernel {difference:.1e}  (rounds: {', '.join(f'{x:.2f}' for x in ms[way])})"
+        )
 
 
-def profile(model_dir: Path, pairs: int, threads: int) -> None:
+def profile(model_dir: Path, pairs: int, rounds: int, threads: int) -> None:
     from sizewise.compress import compress
     from sizewise.data.catalog import load_dataset
     from sizewise.learners import load_learner
@@ -118,28 +126,102 @@ def profile(model_dir: Path, pairs: int, threads: int) -> None:
         dict(tokenizer([premises[i] for i in idx], [hypotheses[i] for i in idx], padding=True, return_tensors="np"))
         for idx in (order[s : s + size] for s in range(0, len(order), size))
     ]
-    for label, layer_norms in (("kernel", kernel_layer_norms), ("spelled out", None)):
-        with layer_norms() if layer_norms else contextlib.nullcontext():
-            learner = compress(base, WAYS["int8-ort-fused"])
-        with tempfile.TemporaryDirectory() as tmp:
-            session = _session(learner.base_.model_.onnx_bytes, threads, str(Path(tmp) / "profile"))
-            types = {i.name: np.int32 if i.type == "tensor(int32)" else np.int64 for i in session.get_inputs()}
-            feeds = [{k: v.astype(types[k]) for k, v in b.items() if k in types} for b in batches]
-            for _ in range(2):  # a warm-up pass and a second one: the profile covers both
-                for feed in feeds:
-                    session.run(["logits"], feed)
-            events = json.loads(Path(session.end_profiling()).read_text())
-        by_op: collections.Counter[str] = collections.Counter()
-        for e in events:
-            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-                by_op[e["args"]["op_name"]] += e["dur"]
-        total = sum(by_op.values())
-        print(
-            f"\nfused int8 export, layer norms as {label}: {total / 2e3:.0f} ms of operator time per pass "
-            f"over {pairs} pairs (batch {size}); share by operator type:"
-        )
-        for op, dur in by_op.most_common(8):
-            print(f"  {op:28s} {100 * dur / total:5.1f}%")
+    exports = {}
+    for way in WAYS_OF_NORMS:
+        with _norms_as(way):
+            exports[way] = compress(base, WAYS["int8-ort-fused"]).base_.model_.onnx_bytes
+    by_op: dict[str, list[collections.Counter[str]]] = {way: [] for way in exports}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(rounds):
+            for way in exports if i % 2 == 0 else list(exports)[::-1]:
+                session = _session(exports[way], threads, str(Path(tmp) / f"{way}{i}"))
+                types = {x.name: np.int32 if x.type == "tensor(int32)" else np.int64 for x in session.get_inputs()}
+                feeds = [{k: v.astype(types[k]) for k, v in b.items() if k in types} for b in batches]
+                for _ in range(2):  # a warm-up pass and a second one: the profile covers both
+                    for feed in feeds:
+                        session.run(["logits"], feed)
+                events = json.loads(Path(session.end_profiling()).read_text())
+                ms: collections.Counter[str] = collections.Counter()
+                for e in events:
+                    if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                        ms[e["args"]["op_name"]] += e["dur"] / 2e3  # microseconds over two passes
+                by_op[way].append(ms)
+    print(
+        f"\nfused int8 export, {pairs} pairs (batch {size}), operator time per pass in ms, medians over {rounds} "
+        "rounds; layer norms = the norm operators and the elementwise ones they are made of:"
+    )
+    for way, rounds_ in by_op.items():
+        total = statistics.median(sum(ms.values()) for ms in rounds_)
+        norms = statistics.median(sum(v for k, v in ms.items() if k in NORM_OPS) for ms in rounds_)
+        shares = sum(rounds_, collections.Counter())
+        top = ", ".join(f"{op} {100 * v / sum(shares.values()):.1f}%" for op, v in shares.most_common(4))
+        print(f"  {way:10s} total {total:6.0f}  layer norms {norms:5.0f}  ({top})")
+
+
+@contextlib.contextmanager
+def _norms_as(way: str) -> Any:
+    """Build onnxruntime int8 exports with their skip layer norms run ``way``."""
+    import sizewise.compress.onnx as exporter
+
+    if way == "kernel":
+        with kernel_layer_norms():
+            yield
+        return
+    split = exporter.split_skip_layer_norms
+    exporter.split_skip_layer_norms = primitive_layer_norms if way == "primitive" else split
+    try:
+        yield
+    finally:
+        exporter.split_skip_layer_norms = split
+
+
+def primitive_layer_norms(model: Any) -> int:
+    """Rewrite, in place, every ``SkipLayerNormalization`` and last-axis ``LayerNormalization`` of an ONNX
+    ``model`` (opset 17 or later) as primitive operators: the residual sum, mean, centred values, their
+    mean square, ``Sqrt`` of it plus epsilon, ``Div``, ``Mul`` gamma, ``Add`` beta. Returns the count."""
+    graph = model.graph
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    nodes: list[Any] = []
+    count = 0
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        inputs = [*node.input, "", "", "", ""]
+        if node.op_type == "SkipLayerNormalization":
+            terms, gamma, beta, epsilon = [inputs[0], inputs[1], inputs[4]], inputs[2], inputs[3], 1e-12
+        elif node.op_type == "LayerNormalization" and attrs.get("axis", -1) == -1:
+            terms, gamma, beta, epsilon = [inputs[0]], inputs[1], inputs[2], 1e-5
+        else:
+            terms = []
+        if not terms or any(name and name in read for name in node.output[1:]):
+            nodes.append(node)
+            continue
+        prefix = f"primitive_layer_norm_{count}/"
+        count += 1
+
+        def op(op_type: str, args: list[str], out: str, prefix: str = prefix, **attributes: Any) -> str:
+            nodes.append(helper.make_node(op_type, args, [prefix + out], name=prefix + out, **attributes))
+            return prefix + out
+
+        def mean(x: str, out: str, prefix: str = prefix) -> str:
+            if opset >= 18:  # ReduceMean takes its axes as an input from opset 18 on
+                return op("ReduceMean", [x, prefix + "axes"], out, keepdims=1)
+            return op("ReduceMean", [x], out, axes=[-1], keepdims=1)
+
+        eps = numpy_helper.from_array(np.array(attrs.get("epsilon", epsilon), np.float32), prefix + "epsilon")
+        graph.initializer.extend([eps, numpy_helper.from_array(np.array([-1], np.int64), prefix + "axes")])
+        total = terms[0]
+        for i, term in enumerate(t for t in terms[1:] if t):
+            total = op("Add", [total, term], f"sum{i}")
+        centred = op("Sub", [total, mean(total, "mean")], "centred")
+        variance = mean(op("Mul", [centred, centred], "squares"), "variance")
+        std = op("Sqrt", [op("Add", [variance, eps.name], "variance_eps")], "std")
+        scaled = op("Mul", [op("Div", [centred, std], "normed"), gamma], "scaled")
+        last = ("Add", [scaled, beta]) if beta else ("Identity", [scaled])
+        nodes.append(helper.make_node(last[0], last[1], [node.output[0]], name=prefix + "output"))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return count
 
 
 if __name__ == "__main__":

@@ -624,10 +624,12 @@ def test_onnxruntime_int8_fused_attention(heads: float | None, transformers: dic
     assert ops.count("QAttention") == n_layers - 1  # ... and runs in int8
     plain_ops = [node.op_type for node in onnx.load_from_string(plain.base_.model_.onnx_bytes).graph.node]
     assert ops.count("Softmax") == 1 and plain_ops.count("Softmax") == n_layers  # only the last layer's is left
-    # every layer norm spelled out in primitive operators (the embeddings' is fused into their lookup)
-    assert record["layer_norms_decomposed"] == 2 * n_layers and "SkipLayerNormalization" not in ops
-    assert plain.transforms_[-1]["layer_norms_decomposed"] == 2 * n_layers + 1
-    assert "LayerNormalization" not in plain_ops
+    # every skip layer norm split into additions and a LayerNormalization (the embeddings' norm is
+    # fused into their lookup); the unfused export has LayerNormalizations only, and keeps them
+    assert record["skip_layer_norms_split"] == 2 * n_layers and "SkipLayerNormalization" not in ops
+    assert ops.count("LayerNormalization") == 2 * n_layers
+    assert plain.transforms_[-1]["skip_layer_norms_split"] == 0
+    assert plain_ops.count("LayerNormalization") == 2 * n_layers + 1
     proba = fused.predict_proba(data)
     assert tuple(fused.labels_) == tuple(transformers["full"].labels_)
     assert np.abs(proba - plain.predict_proba(data)).max() < 0.03  # the same network, int8 rounding apart
@@ -656,8 +658,8 @@ def test_onnx_export_follows_the_first_token_setting(transformers: dict[str, Any
     assert np.abs(proba["first"] - proba["whole"]).max() < 0.03  # the same function, int8 rounding apart
 
 
-def _layer_norm_graph(opset: int, read_mean: bool = False) -> Any:
-    """A graph of a SkipLayerNormalization (with and without a bias) and a LayerNormalization."""
+def _layer_norm_graph(opset: int, read_sum: bool = False) -> Any:
+    """A graph of two SkipLayerNormalizations (with and without a bias and beta) and a LayerNormalization."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -667,13 +669,19 @@ def _layer_norm_graph(opset: int, read_mean: bool = False) -> Any:
         helper.make_node(
             "SkipLayerNormalization", ["x", "s", "g1", "b1", "bias"], ["h1"], domain="com.microsoft", epsilon=1e-3
         ),
-        helper.make_node("SkipLayerNormalization", ["h1", "s", "g3"], ["h2"], domain="com.microsoft", epsilon=1e-5),
-        helper.make_node("LayerNormalization", ["h2", "g2", "b2"], ["y", "mean"] if read_mean else ["y"], axis=-1),
+        helper.make_node(
+            "SkipLayerNormalization",
+            ["h1", "s", "g3"],
+            ["h2", "", "", "sum"] if read_sum else ["h2"],
+            domain="com.microsoft",
+            epsilon=1e-5,
+        ),
+        helper.make_node("LayerNormalization", ["h2", "g2", "b2"], ["y"], axis=-1),
     ]
     shape = [3, 5, 8]
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)]
-    if read_mean:
-        outputs.append(helper.make_tensor_value_info("mean", TensorProto.FLOAT, None))
+    if read_sum:
+        outputs.append(helper.make_tensor_value_info("sum", TensorProto.FLOAT, None))
     graph = helper.make_graph(
         nodes,
         "norms",
@@ -695,27 +703,65 @@ def _run_graph(model: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 @needs_ort
 @pytest.mark.parametrize("opset", [17, 18])
-def test_layer_norms_are_spelled_out_with_the_same_result(opset: int) -> None:
+def test_skip_layer_norms_are_split_with_the_same_result(opset: int) -> None:
     import onnx
 
-    from sizewise.compress.onnx import decompose_layer_norms
+    from sizewise.compress.onnx import split_skip_layer_norms
 
     rng = np.random.default_rng(1)
     feed = {name: (3 * rng.normal(size=(3, 5, 8)) + 2).astype(np.float32) for name in ("x", "s")}
     model = _layer_norm_graph(opset)
     expected = _run_graph(model, feed)
-    assert decompose_layer_norms(model) == 3
+    assert split_skip_layer_norms(model) == 2
     onnx.checker.check_model(model)
     ops = [node.op_type for node in model.graph.node]
-    assert "SkipLayerNormalization" not in ops and "LayerNormalization" not in ops
-    assert ops.count("ReduceMean") == 6 and ops.count("Sqrt") == 3
+    assert "SkipLayerNormalization" not in ops and ops.count("LayerNormalization") == 3
+    assert ops.count("Add") == 3  # the residual sums, and the one bias
     got = _run_graph(model, feed)
     np.testing.assert_allclose(got[0], expected[0], rtol=1e-5, atol=1e-5)
-    # a normalization whose mean is read elsewhere keeps its kernel
-    kept = _layer_norm_graph(opset, read_mean=True)
-    assert decompose_layer_norms(kept) == 2
-    assert [node.op_type for node in kept.graph.node].count("LayerNormalization") == 1
+    # a normalization whose sum or mean is read elsewhere keeps its kernel
+    kept = _layer_norm_graph(opset, read_sum=True)
+    assert split_skip_layer_norms(kept) == 1
+    assert [node.op_type for node in kept.graph.node].count("SkipLayerNormalization") == 1
     np.testing.assert_allclose(_run_graph(kept, feed)[0], expected[0], rtol=1e-5, atol=1e-5)
+    # below opset 17 there is no LayerNormalization to split into
+    old = _layer_norm_graph(opset)
+    old.opset_import[0].version = 16
+    assert split_skip_layer_norms(old) == 0
+
+
+@needs_ort
+def test_onnxruntime_sessions_do_not_fuse_layer_norms_back(tmp_path: Path) -> None:
+    """With static shapes onnxruntime would fuse Add + LayerNormalization into its slower
+    SkipLayerNormalization kernel; the sessions sizewise builds switch that fusion off."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from sizewise.compress.onnx import SLOW_FUSIONS
+
+    shape = [2, 4, 8]
+    nodes = [
+        helper.make_node("Add", ["x", "s"], ["sum"]),
+        helper.make_node("LayerNormalization", ["sum", "g", "b"], ["y"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "norm",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("x", "s")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(np.ones(8, np.float32), n) for n in ("g", "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+    def optimized(**kwargs: Any) -> list[str]:
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        ort.InferenceSession(model, options, providers=["CPUExecutionProvider"], **kwargs)
+        return [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
+
+    assert optimized() == ["SkipLayerNormalization"]
+    assert optimized(disabled_optimizers=SLOW_FUSIONS) == ["Add", "LayerNormalization"]
 
 
 @needs_ort

@@ -31,6 +31,8 @@ from sizewise.errors import ConfigError
 from sizewise.learners.first_token import first_token_last_layer
 
 ONNX_FILE = "model.int8.onnx"
+# onnxruntime's session fusions whose CPU kernels are slower than what they replace (split_skip_layer_norms)
+SLOW_FUSIONS = ["SkipLayerNormFusion"]
 logger = logging.getLogger(__name__)
 
 
@@ -68,7 +70,12 @@ class OnnxClassifier(nn.Module):
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
-            self._session = ort.InferenceSession(self.onnx_bytes, options, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(
+                self.onnx_bytes,
+                options,
+                providers=["CPUExecutionProvider"],
+                disabled_optimizers=SLOW_FUSIONS,
+            )
             self._threads = threads
             # A graph fused by onnxruntime's transformer optimizer may take int32 ids.
             inputs = self._session.get_inputs()
@@ -95,8 +102,9 @@ def export_int8(learner: Any, fuse: bool = False) -> dict[str, Any]:
     runs as one int8 ``QAttention`` kernel. Encoders it cannot fuse are quantized unfused (the record
     lists what was fused). With the learner's ``first_token_last_layer`` on, the graph computes the
     last layer for the first token only, as the learner does in torch; that layer's attention is not
-    the pattern the optimizer fuses, so it stays unfused. Layer norms are spelled out in primitive
-    operators before quantizing (:func:`decompose_layer_norms`; the record counts them).
+    the pattern the optimizer fuses, so it stays unfused. Its ``SkipLayerNormalization`` operators are
+    split into additions and a ``LayerNormalization`` before quantizing (:func:`split_skip_layer_norms`;
+    the record counts them).
     """
     problem = onnxruntime_problem()
     if problem:
@@ -152,7 +160,7 @@ def export_int8(learner: Any, fuse: bool = False) -> dict[str, Any]:
                 source = Path(tmp) / "model.fused.onnx"
                 fused = _fuse(fp32, source, _attention_shape(model))
             graph = onnx.load(str(source))
-            norms = decompose_layer_norms(graph)
+            norms = split_skip_layer_norms(graph)
             quantize_dynamic(
                 graph,
                 str(int8),
@@ -173,74 +181,59 @@ def export_int8(learner: Any, fuse: bool = False) -> dict[str, Any]:
         "onnx_fp32_bytes": fp32_bytes,
         "onnx_int8_bytes": len(data),
         "first_token_last_layer": first_token,
-        "layer_norms_decomposed": norms,
+        "skip_layer_norms_split": norms,
     }
     if fuse:
         record["fused"] = fused
     return record
 
 
-def decompose_layer_norms(model: Any) -> int:
-    """Rewrite, in place, the layer normalizations of an ONNX ``model`` as primitive operators; returns
-    how many were rewritten.
+def split_skip_layer_norms(model: Any) -> int:
+    """Rewrite, in place, every ``SkipLayerNormalization`` of an ONNX ``model`` as the residual sum
+    (``Add``, then ``Add`` of its bias) followed by a standard ``LayerNormalization``; returns how many
+    were rewritten.
 
-    onnxruntime's CPU kernels for ``SkipLayerNormalization`` and ``LayerNormalization`` are slower than
-    the same arithmetic spelled out (residual sum, ``ReduceMean``, ``Sub``, ``Mul``, ``ReduceMean``,
-    ``Add`` eps, ``Sqrt``, ``Div``, ``Mul`` gamma, ``Add`` beta): 6.0 against 3.7 ms on a [128, 34, 384]
-    float tensor, 2 threads, on the benchmark machine, and 11% of a fused int8 MiniLM's operator time,
-    float work that quantization does not touch (``benchmarks/layer_norm_speed.py``, BENCHMARKS.md).
-    The result is the same float32 computation: mean, then the variance of the centred values. A
-    normalization whose mean or inverse-deviation output is read, or whose axis is not the last, is
-    left as it is.
+    onnxruntime's CPU kernel for ``SkipLayerNormalization`` (which its transformer optimizer puts after
+    every attention block and feed-forward block) is much slower than the two additions and its
+    ``LayerNormalization`` kernel: 5.0 against 1.3 ms on a [128, 34, 384] float tensor, 2 threads, on
+    the benchmark machine (``benchmarks/layer_norm_speed.py``, BENCHMARKS.md). The arithmetic is the
+    same float32 sum and normalization. A node whose mean, inverse-deviation or sum output is read
+    elsewhere is left as it is, and so is every node of a model below opset 17 (it has no
+    ``LayerNormalization``). Sessions built by :class:`OnnxClassifier` also switch off onnxruntime's
+    ``SkipLayerNormFusion``, which would fuse an ``Add`` and a ``LayerNormalization`` back.
     """
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     graph = model.graph
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) < 17:
+        return 0
     read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
     nodes: list[Any] = []
     count = 0
     for node in graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        inputs = [*node.input, "", "", "", ""]
-        if any(name and name in read for name in node.output[1:]):
-            terms: list[str] = []
-        elif node.op_type == "SkipLayerNormalization" and node.domain == "com.microsoft":
-            terms, gamma, beta = [inputs[0], inputs[1], inputs[4]], inputs[2], inputs[3]
-        elif node.op_type == "LayerNormalization" and node.domain in ("", "ai.onnx") and attrs.get("axis", -1) == -1:
-            terms, gamma, beta = [inputs[0]], inputs[1], inputs[2]
-        else:
-            terms = []
-        if not terms:
+        skip_norm = node.op_type == "SkipLayerNormalization" and node.domain == "com.microsoft"
+        if not skip_norm or any(name and name in read for name in node.output[1:]):
             nodes.append(node)
             continue
         prefix = f"sizewise_layer_norm_{count}/"
         count += 1
-
-        def op(op_type: str, args: list[str], out: str, prefix: str = prefix, **attributes: Any) -> str:
-            nodes.append(helper.make_node(op_type, args, [prefix + out], name=prefix + out, **attributes))
-            return prefix + out
-
-        eps = prefix + "epsilon"
-        graph.initializer.append(numpy_helper.from_array(np.array(attrs.get("epsilon", 1e-5), np.float32), eps))
-        if opset >= 18:  # ReduceMean takes its axes as an input from opset 18 on
-            axes = prefix + "axes"
-            graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), axes))
-
-        def mean(x: str, out: str, prefix: str = prefix) -> str:
-            if opset >= 18:
-                return op("ReduceMean", [x, prefix + "axes"], out, keepdims=1)
-            return op("ReduceMean", [x], out, axes=[-1], keepdims=1)
-
-        total = terms[0]
-        for i, term in enumerate(t for t in terms[1:] if t):
-            total = op("Add", [total, term], f"sum{i}")
-        centred = op("Sub", [total, mean(total, "mean")], "centred")
-        variance = mean(op("Mul", [centred, centred], "squares"), "variance")
-        std = op("Sqrt", [op("Add", [variance, eps], "variance_eps")], "std")
-        scaled = op("Mul", [op("Div", [centred, std], "normed"), gamma], "scaled")
-        last = ("Add", [scaled, beta]) if beta else ("Identity", [scaled])
-        nodes.append(helper.make_node(last[0], last[1], [node.output[0]], name=prefix + "output"))
+        x, skip, gamma, beta, bias = [*node.input, "", "", ""][:5]
+        nodes.append(helper.make_node("Add", [x, skip], [prefix + "sum"], name=prefix + "sum"))
+        total = prefix + "sum"
+        if bias:
+            nodes.append(helper.make_node("Add", [total, bias], [prefix + "biased"], name=prefix + "biased"))
+            total = prefix + "biased"
+        epsilon = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon"), 1e-12)
+        nodes.append(
+            helper.make_node(
+                "LayerNormalization",
+                [total, gamma, beta] if beta else [total, gamma],
+                [node.output[0]],
+                name=prefix + "norm",
+                axis=-1,
+                epsilon=epsilon,
+            )
+        )
     del graph.node[:]
     graph.node.extend(nodes)
     return count
