@@ -84,6 +84,7 @@ def main() -> None:
     from sizewise.environment import environment
     from sizewise.learners import load_learner
 
+    measured = environment()  # the code as it is when measuring starts (files edited later do not count)
     base = load_learner(args.model)
     if getattr(base, "kind", None) != "transformer" or base.config.mode != "full":
         raise SystemExit(f"{args.model}: not a fully fine-tuned transformer learner")
@@ -137,7 +138,7 @@ def main() -> None:
         "transforms": records,
         "runs": runs,
         "median": summary,
-        "environment": environment(),
+        "environment": measured,
     }
     print(table(record))
     if args.out:
