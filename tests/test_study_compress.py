@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from conftest import TINY_BILSTM, keyword_pairs
+from conftest import TINY_BILSTM, keyword_pairs, run_cli
 from sizewise.config import StudyConfig, parse_study
 from sizewise.cost.energy import set_tracker_factory
+from sizewise.cost.speed import SpeedError, side_by_side
 from sizewise.errors import ConfigError
 from sizewise.learners.base import load_learner
 from sizewise.report.render import load_results
-from sizewise.study import run_study
+from sizewise.study import load_study_test, measure_speed, run_study
 from test_cost import FakeTracker
 from test_report import _md_tables, _rows_by_arm, _Tables, _write_tsv
 
@@ -268,3 +272,60 @@ def test_a_sweep_can_recover_after_pruning(tmp_path: Path) -> None:
         {"transform": "recover", "epochs": 2, "pairs": 40},
         {"transform": "quantize_int8"},
     ]
+
+
+def test_compress_arms_are_timed_side_by_side_with_their_source(
+    study: tuple[StudyConfig, Path], tmp_path: Path
+) -> None:
+    config, run = study
+    copied = tmp_path / "run"
+    shutil.copytree(run, copied)
+    measured = measure_speed(config, output=copied, arms=["wide-c-p50-int8", "ens-c-p70-int8"], rounds=2, pairs=16)
+    assert measured == ["wide-c-p50-int8", "ens-c-p70-int8"]
+    results = {r["arm"]: r for r in load_results(copied)}
+    for name, source in [("wide-c-p50-int8", "wide"), ("ens-c-p70-int8", "ens")]:
+        side = results[name]["cost"]["speed_vs_source"]
+        assert side["source"] == source and side["rounds"] == 2 and side["pairs"] == 16 and side["isolated"]
+        lo, hi = side["range"]
+        assert 0 < lo <= side["ratio"] <= hi
+        assert set(side["medians"]) == {name, source} and side["medians"][source]["pairs_per_s"] > 0
+    assert "speed_vs_source" not in results["wide-c-p50"]["cost"]  # only the arms asked for
+    # the report marks the side-by-side speed-ups; the others still divide the arms' own throughputs
+    md = (copied / "report.md").read_text()
+    table = _rows_by_arm(_md_tables(md)[len(_md_tables(md.split("## Compression", 1)[0]))])
+    ratio = results["wide-c-p50-int8"]["cost"]["speed_vs_source"]["ratio"]
+    assert table[results["wide-c-p50-int8"]["description"]]["speed-up"] == f"{ratio:.2f}× ‡"
+    other = results["wide-c-p50"]["cost"]["inference_pairs_per_s"] / results["wide"]["cost"]["inference_pairs_per_s"]
+    assert table[results["wide-c-p50"]["description"]]["speed-up"] == f"{other:.2f}×"
+    # through the command line
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump(json.loads((run / "study.json").read_text())), encoding="utf-8")
+    proc = run_cli("study", "speed", str(study_file), "--out", str(copied), "--arm", "wide-c-int8", "--rounds", "1")
+    assert "wide-c-int8: " in proc.stdout and " the pairs/s of wide, 1 rounds" in proc.stdout
+    assert json.loads((copied / "wide-c-int8" / "result.json").read_text())["cost"]["speed_vs_source"]["rounds"] == 1
+
+
+def test_side_by_side_runs_each_model_in_a_worker_of_its_own(study: tuple[StudyConfig, Path]) -> None:
+    config, run = study
+    test = load_study_test(config)
+    runs = side_by_side({"a": run / "wide" / "model", "b": run / "wide-c-int8" / "model"}, test, rounds=3, pairs=8)
+    assert {k: len(v) for k, v in runs.items()} == {"a": 3, "b": 3}
+    pids = {k: {r["pid"] for r in v} for k, v in runs.items()}
+    assert len(pids["a"]) == len(pids["b"]) == 1 and pids["a"] != pids["b"]  # one worker each, all rounds
+    assert os.getpid() not in pids["a"] | pids["b"]
+    assert all(r["pairs"] == 8 and r["pairs_per_s"] > 0 and r["latency_p50_ms"] > 0 for v in runs.values() for r in v)
+
+
+def test_a_model_that_cannot_be_timed_is_named(study: tuple[StudyConfig, Path], tmp_path: Path) -> None:
+    config, run = study
+    with pytest.raises(SpeedError, match=r"^measuring the speed of broken failed: .*learner\.json") as info:
+        side_by_side({"fine": run / "wide" / "model", "broken": tmp_path}, load_study_test(config), rounds=1, pairs=4)
+    assert "\n" not in str(info.value)
+
+
+def test_speed_needs_the_arms_run_first(tmp_path: Path) -> None:
+    config = parse_study(_raw(tmp_path))
+    with pytest.raises(ConfigError, match=r"arm wide: no current result and model in .*; run it first"):
+        measure_speed(config, arms=["wide-c-p50"], rounds=1)
+    with pytest.raises(ConfigError, match="no compress arm to measure among wide"):
+        measure_speed(config, arms=["wide"], rounds=1)

@@ -133,6 +133,34 @@ def study_run(
     _print_verdict(run_dir, [a.name for a in study.arms])
 
 
+@study_app.command("speed")
+def study_speed(
+    config: Annotated[Path, typer.Argument(help="Study YAML file.")],
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: the file's).")] = None,
+    arm: Annotated[list[str] | None, typer.Option(help="Measure only this compress arm (repeatable).")] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds per compress arm.")] = 5,
+    pairs: Annotated[int, typer.Option(min=1, help="Test pairs per predict call.")] = 512,
+) -> None:
+    """Measure finished compress arms against the trained arm they come from, side by side, each
+    model in a process of its own; the speed-up goes into the result files and the report."""
+    from sizewise.config import load_study
+    from sizewise.report.render import load_results
+    from sizewise.study import measure_speed
+
+    study = load_study(config)
+    if arm:
+        unknown = [a for a in arm if a not in {x.name for x in study.arms}]
+        if unknown:
+            raise ConfigError(str(config), [f"--arm {a!r} is not an arm of this study" for a in unknown])
+    run_dir = Path(output or study.output)
+    measured = measure_speed(study, output=run_dir, base=config.parent, arms=arm, rounds=rounds, pairs=pairs)
+    by_arm = {r["arm"]: r for r in load_results(run_dir)}
+    for name in measured:
+        s = by_arm[name]["cost"]["speed_vs_source"]
+        lo, hi = s["range"]
+        out.print(f"{name}: {s['ratio']:.2f}× ({lo:.2f}–{hi:.2f}) the pairs/s of {s['source']}, {s['rounds']} rounds")
+
+
 @study_app.command("check")
 def study_check(config: Annotated[Path, typer.Argument(help="Study YAML file.")]) -> None:
     """Validate a study file and list its arms, without training anything."""

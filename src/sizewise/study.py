@@ -47,13 +47,7 @@ class StudyData:
 def load_study_data(config: StudyConfig, base: Path | None = None) -> StudyData:
     """Read train / dev / test and draw the configured subsets (seeded by the study seed)."""
     d = config.data
-
-    def read(spec: str, size: int | None, offset: int) -> PairData:
-        path = (base / spec) if base is not None and (base / spec).exists() else None
-        data = load_pairs(str(path) if path else spec, scheme=d.scheme, columns=d.columns)
-        return sample_subset(data, size, config.seed + offset) if size and size < len(data) else data
-
-    train = read(d.train, None, 0)
+    train = _read_split(config, base, d.train, None, 0)
     if d.dev is None and d.dev_size:
         # No dev split named: hold dev_size pairs out of train, so early stopping never sees test.
         held = subset_indices(train.labels, d.dev_size, config.seed + 1)
@@ -61,10 +55,22 @@ def load_study_data(config: StudyConfig, base: Path | None = None) -> StudyData:
         dev = train.subset(held, source=f"{train.source} (held-out dev)")
         train = train.subset(rest, source=train.source)
     else:
-        dev = read(d.dev, d.dev_size, 1) if d.dev else None
+        dev = _read_split(config, base, d.dev, d.dev_size, 1) if d.dev else None
     if d.train_size and d.train_size < len(train):
         train = sample_subset(train, d.train_size, config.seed)
-    return StudyData(train=train, dev=dev, test=read(d.test, d.test_size, 2))
+    return StudyData(train=train, dev=dev, test=load_study_test(config, base))
+
+
+def load_study_test(config: StudyConfig, base: Path | None = None) -> PairData:
+    """The study's test set alone, as :func:`load_study_data` draws it."""
+    return _read_split(config, base, config.data.test, config.data.test_size, 2)
+
+
+def _read_split(config: StudyConfig, base: Path | None, spec: str, size: int | None, offset: int) -> PairData:
+    d = config.data
+    path = (base / spec) if base is not None and (base / spec).exists() else None
+    data = load_pairs(str(path) if path else spec, scheme=d.scheme, columns=d.columns)
+    return sample_subset(data, size, config.seed + offset) if size and size < len(data) else data
 
 
 def _with_default_seed(spec: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -293,3 +299,65 @@ def run_study(
         )
     write_report(out, baseline=config.evaluation.baseline or config.arms[0].name, order=[a.name for a in config.arms])
     return out
+
+
+def compress_root_arm(config: StudyConfig, arm: ArmConfig) -> ArmConfig:
+    """The trained arm at the start of ``arm``'s chain of compress arms (``arm`` itself if it trains)."""
+    seen = {arm.name}
+    while arm.compress is not None:
+        arm = config.arm(arm.compress.source)
+        if arm.name in seen:
+            raise ConfigError(config.name, [f"arm {arm.name}: its compress sources form a loop"])
+        seen.add(arm.name)
+    return arm
+
+
+def measure_speed(
+    config: StudyConfig,
+    *,
+    output: str | Path | None = None,
+    base: Path | None = None,
+    arms: list[str] | None = None,
+    rounds: int = 5,
+    pairs: int = 512,
+) -> list[str]:
+    """Measure each finished compress arm (those in ``arms``, or all) against the trained arm it
+    descends from, side by side (:func:`sizewise.cost.speed.side_by_side`: ``rounds`` alternating
+    rounds on the first ``pairs`` test pairs, each model in a process of its own); the result goes
+    into the arm's result file as ``cost.speed_vs_source`` and the report is written again. Returns
+    the arms measured. Nothing is trained."""
+    from sizewise.cost.speed import side_by_side, speedup
+    from sizewise.report.render import write_report
+
+    out = Path(output or config.output)
+    chosen = [a for a in config.arms if a.compress is not None and (arms is None or a.name in arms)]
+    if not chosen:
+        raise ConfigError(config.name, ["no compress arm to measure" + (f" among {', '.join(arms)}" if arms else "")])
+    problems = []
+    for arm in chosen:
+        for a in (arm, compress_root_arm(config, arm)):
+            if not arm_is_done(config, a, out / a.name) or not (out / a.name / "model" / LEARNER_FILE).is_file():
+                problems.append(f"arm {a.name}: no current result and model in {out / a.name}; run it first")
+    if problems:
+        raise ConfigError(config.name, sorted(set(problems)))
+    test = load_study_test(config, base)
+    for arm in chosen:
+        root = compress_root_arm(config, arm)
+        logger.info("arm %s: measuring its speed against arm %s, %d rounds side by side", arm.name, root.name, rounds)
+        models = {root.name: out / root.name / "model", arm.name: out / arm.name / "model"}
+        runs = side_by_side(models, test, rounds=rounds, pairs=pairs)
+        measured = {
+            "source": root.name,
+            **speedup(runs, arm.name, root.name),
+            "pairs": min(pairs, len(test)),
+            "isolated": True,
+            "measured_at": time.time(),
+            "environment": environment(),
+        }
+        path = out / arm.name / RESULT_FILE
+        result = json.loads(path.read_text())
+        result["cost"]["speed_vs_source"] = measured
+        atomic_write_json(path, result)
+        logger.info("arm %s: %.2f× the pairs/s of arm %s", arm.name, measured["ratio"], root.name)
+    write_report(out, baseline=config.evaluation.baseline or config.arms[0].name, order=[a.name for a in config.arms])
+    return [a.name for a in chosen]

@@ -147,7 +147,10 @@ def build_document(results: list[dict[str, Any]], baseline: str, images: dict[st
             Paragraph(
                 "Compress arms against the trained arm they were made from (Δ accuracy, size and speed-up are "
                 "relative to it); their train time is the time taken to compress. Size on disk counts the saved "
-                "files: pruned matrices as bitmask + values, int8 weights as int8."
+                "files: pruned matrices as bitmask + values, int8 weights as int8. A speed-up marked ‡ was "
+                "measured side by side with the source model (`sizewise study speed`: alternating rounds, each "
+                "model in a process of its own, median of the per-round ratios); unmarked ones divide the two "
+                "arms' own throughputs, measured when each was scored."
             )
         )
         doc.add(Table(header, rows))

@@ -324,6 +324,15 @@ def steps_label(result: dict[str, Any]) -> str:
     return " → ".join(parts)
 
 
+def _speedup_cell(cost: dict[str, Any], root: dict[str, Any]) -> str:
+    """Measured side by side against the root arm (``sizewise study speed``) where it was, else the
+    ratio of the two arms' own inference measurements (taken at different times)."""
+    side = cost.get("speed_vs_source")
+    if side and side.get("source") == root["arm"]:
+        return f"{side['ratio']:.2f}× ‡"
+    return f"{cost['inference_pairs_per_s'] / root['cost']['inference_pairs_per_s']:.2f}×"
+
+
 def compression_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Each compress arm beside the trained arm it descends from: accuracy change, size on disk and
     throughput as ratios of that arm's. Empty rows when the study has no compress arms."""
@@ -360,7 +369,7 @@ def compression_table(results: list[dict[str, Any]]) -> tuple[list[str], list[li
                 f"{c['size_on_disk_mb'] / rc['size_on_disk_mb']:.2f}×",
                 "–" if nonzero is None else f"{nonzero / 1e6:.2f}M of {c['parameters_total'] / 1e6:.2f}M",
                 f"{c['inference_pairs_per_s']:,.0f}",
-                f"{c['inference_pairs_per_s'] / rc['inference_pairs_per_s']:.2f}×",
+                _speedup_cell(c, root),
             ]
         )
     return header, rows
