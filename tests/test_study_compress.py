@@ -325,7 +325,16 @@ def test_a_model_that_cannot_be_timed_is_named(study: tuple[StudyConfig, Path], 
 
 def test_speed_needs_the_arms_run_first(tmp_path: Path) -> None:
     config = parse_study(_raw(tmp_path))
-    with pytest.raises(ConfigError, match=r"arm wide: no current result and model in .*; run it first"):
+    with pytest.raises(ConfigError, match=r"arm wide-c-p50: no result and model in .*; run it first"):
         measure_speed(config, arms=["wide-c-p50"], rounds=1)
     with pytest.raises(ConfigError, match="no compress arm to measure among wide"):
         measure_speed(config, arms=["wide"], rounds=1)
+
+
+def test_speed_needs_the_source_model(study: tuple[StudyConfig, Path], tmp_path: Path) -> None:
+    config, run = study
+    copied = tmp_path / "run"
+    shutil.copytree(run, copied)
+    shutil.rmtree(copied / "wide" / "model")
+    with pytest.raises(ConfigError, match=r"arm wide: no result and model in .*; run it first"):
+        measure_speed(config, output=copied, arms=["wide-c-int8"], rounds=1)

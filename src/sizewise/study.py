@@ -301,17 +301,6 @@ def run_study(
     return out
 
 
-def compress_root_arm(config: StudyConfig, arm: ArmConfig) -> ArmConfig:
-    """The trained arm at the start of ``arm``'s chain of compress arms (``arm`` itself if it trains)."""
-    seen = {arm.name}
-    while arm.compress is not None:
-        arm = config.arm(arm.compress.source)
-        if arm.name in seen:
-            raise ConfigError(config.name, [f"arm {arm.name}: its compress sources form a loop"])
-        seen.add(arm.name)
-    return arm
-
-
 def measure_speed(
     config: StudyConfig,
     *,
@@ -321,43 +310,61 @@ def measure_speed(
     rounds: int = 5,
     pairs: int = 512,
 ) -> list[str]:
-    """Measure each finished compress arm (those in ``arms``, or all) against the trained arm it
-    descends from, side by side (:func:`sizewise.cost.speed.side_by_side`: ``rounds`` alternating
-    rounds on the first ``pairs`` test pairs, each model in a process of its own); the result goes
-    into the arm's result file as ``cost.speed_vs_source`` and the report is written again. Returns
-    the arms measured. Nothing is trained."""
+    """Measure each finished compress arm (those in ``arms``, or all) against the trained arm its
+    model descends from, side by side (:func:`sizewise.cost.speed.side_by_side`: ``rounds``
+    alternating rounds on the first ``pairs`` test pairs, each model in a process of its own); the
+    result goes into the arm's result file as ``cost.speed_vs_source`` and the report is written
+    again. Returns the arms measured. Nothing is trained: the saved models are measured as they are
+    (an arm whose result no longer matches the study file is measured with a warning).
+    """
     from sizewise.cost.speed import side_by_side, speedup
     from sizewise.report.render import write_report
+    from sizewise.report.tables import compress_root
 
     out = Path(output or config.output)
     chosen = [a for a in config.arms if a.compress is not None and (arms is None or a.name in arms)]
     if not chosen:
         raise ConfigError(config.name, ["no compress arm to measure" + (f" among {', '.join(arms)}" if arms else "")])
+    results: dict[str, dict[str, Any]] = {}
+    for arm in config.arms:
+        path = out / arm.name / RESULT_FILE
+        if path.is_file() and (out / arm.name / "model" / LEARNER_FILE).is_file():
+            results[arm.name] = json.loads(path.read_text())
     problems = []
+    roots = {}
     for arm in chosen:
-        for a in (arm, compress_root_arm(config, arm)):
-            if not arm_is_done(config, a, out / a.name) or not (out / a.name / "model" / LEARNER_FILE).is_file():
-                problems.append(f"arm {a.name}: no current result and model in {out / a.name}; run it first")
+        if arm.name not in results:
+            problems.append(f"arm {arm.name}: no result and model in {out / arm.name}; run it first")
+            continue
+        roots[arm.name] = compress_root(results[arm.name], results)
+        source = results[roots[arm.name]]
+        if source.get("config", {}).get("compress"):  # the chain stops at a compress arm: its source is missing
+            missing = source["config"]["compress"].get("from")
+            problems.append(f"arm {missing}: no result and model in {out / str(missing)}; run it first")
     if problems:
         raise ConfigError(config.name, sorted(set(problems)))
     test = load_study_test(config, base)
+    code = environment()  # the code as it is when measuring starts
     for arm in chosen:
-        root = compress_root_arm(config, arm)
-        logger.info("arm %s: measuring its speed against arm %s, %d rounds side by side", arm.name, root.name, rounds)
-        models = {root.name: out / root.name / "model", arm.name: out / arm.name / "model"}
-        runs = side_by_side(models, test, rounds=rounds, pairs=pairs)
+        root = roots[arm.name]
+        for name in (arm.name, root):
+            if not arm_is_done(config, config.arm(name), out / name):
+                logger.warning("arm %s: its result no longer matches the study file; measuring its saved model", name)
+        logger.info("arm %s: measuring its speed against arm %s, %d rounds side by side", arm.name, root, rounds)
+        runs = side_by_side(
+            {root: out / root / "model", arm.name: out / arm.name / "model"}, test, rounds=rounds, pairs=pairs
+        )
         measured = {
-            "source": root.name,
-            **speedup(runs, arm.name, root.name),
+            "source": root,
+            **speedup(runs, arm.name, root),
             "pairs": min(pairs, len(test)),
             "isolated": True,
             "measured_at": time.time(),
-            "environment": environment(),
+            "environment": code,
         }
-        path = out / arm.name / RESULT_FILE
-        result = json.loads(path.read_text())
+        result = results[arm.name]
         result["cost"]["speed_vs_source"] = measured
-        atomic_write_json(path, result)
-        logger.info("arm %s: %.2f× the pairs/s of arm %s", arm.name, measured["ratio"], root.name)
+        atomic_write_json(out / arm.name / RESULT_FILE, result)
+        logger.info("arm %s: %.2f× the pairs/s of arm %s", arm.name, measured["ratio"], root)
     write_report(out, baseline=config.evaluation.baseline or config.arms[0].name, order=[a.name for a in config.arms])
     return [a.name for a in chosen]
