@@ -229,7 +229,19 @@ def summarize_compression(paths: list[Path], pairs: list[str]) -> str:
                 f"| {100 * d['difference']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}] "
                 f"| {fmt_p(cmp['mcnemar']['p_value'])} |"
             )
-    lines += ["", _machine(results), ""]
+    lines += ["", _machine(results)]
+    side = [r["cost"]["speed_vs_source"] for r in results if "speed_vs_source" in r["cost"]]
+    if side:
+        commits = sorted({str(s["environment"].get("git_commit"))[:12] for s in side})
+        rounds = sorted({s["rounds"] for s in side})
+        lines.append(
+            f"‡ speed-up measured side by side with the source arm's model (`sizewise study speed`: "
+            f"{'/'.join(map(str, rounds))} alternating rounds of {side[0]['pairs']} test pairs, each model in a "
+            f"process of its own, median of the per-round ratios) at commit{'s' * (len(commits) > 1)} "
+            f"{', '.join(commits)}; "
+            "other speed-ups divide the two arms' own throughputs, measured when each was scored."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -8,7 +8,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,18 @@ DOZEN_ROWS: list[tuple[str, str, str]] = [
     ("Children are building a sandcastle.", "The children are on vacation.", "neutral"),
     ("Children are building a sandcastle.", "No one is on the beach.", "contradiction"),
 ]
+
+
+def fastest_seconds(run: Callable[[], Any], tries: int = 3) -> tuple[float, Any]:
+    """The shortest wall time of ``tries`` calls of ``run`` and the last call's value. A speed limit
+    checked on the fastest call tolerates a busy or shared machine (another tenant's burst stretches
+    one call, rarely all of them) and still fails on a slow implementation."""
+    best, value = float("inf"), None
+    for _ in range(tries):
+        start = time.perf_counter()
+        value = run()
+        best = min(best, time.perf_counter() - start)
+    return best, value
 
 
 def dozen_pairs(scheme: str | LabelScheme = "nli3") -> PairData:

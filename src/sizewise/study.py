@@ -345,11 +345,16 @@ def measure_speed(
         raise ConfigError(config.name, sorted(set(problems)))
     test = load_study_test(config, base)
     code = environment()  # the code as it is when measuring starts
+    stale = sorted(
+        {n for a in chosen for n in (a.name, roots[a.name]) if not arm_is_done(config, config.arm(n), out / n)}
+    )
+    if stale:
+        logger.warning(
+            "arms whose results no longer match the study file (their saved models are measured as they are): %s",
+            ", ".join(stale),
+        )
     for arm in chosen:
         root = roots[arm.name]
-        for name in (arm.name, root):
-            if not arm_is_done(config, config.arm(name), out / name):
-                logger.warning("arm %s: its result no longer matches the study file; measuring its saved model", name)
         logger.info("arm %s: measuring its speed against arm %s, %d rounds side by side", arm.name, root, rounds)
         runs = side_by_side(
             {root: out / root / "model", arm.name: out / arm.name / "model"}, test, rounds=rounds, pairs=pairs

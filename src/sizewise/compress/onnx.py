@@ -3,8 +3,9 @@ with an onnxruntime session.
 
 torch's dynamic int8 (``torch.ao``) quantizes the Linear layers only (MiniLM-L6: 0.65× the file,
 1.3–1.5× the fp32 pairs/s on the 2-core benchmark machine, BENCHMARKS.md); onnxruntime's
-``quantize_dynamic`` also stores the embedding tables in int8 (0.26× the file, 1.6–1.8× the pairs/s
-there; 1.7–2.0× with ``fuse``, medians of four invocations) and runs its own int8 kernels. The
+``quantize_dynamic`` also stores the embedding tables in int8 (0.26× the file, 1.7–1.9× the pairs/s
+there; 1.8–1.9× with ``fuse``, medians of three invocations of ``benchmarks/int8_speed.py``) and runs
+its own int8 kernels. The
 quantized network is kept as ONNX bytes inside an :class:`OnnxClassifier`, a parameter-free
 ``nn.Module`` that stands in for the Hugging Face model, so the transformer learner predicts through
 it unchanged. It is saved as ``model.int8.onnx`` (ONNX is protobuf: loading it runs no code from the
@@ -195,7 +196,7 @@ def split_skip_layer_norms(model: Any) -> int:
 
     onnxruntime's CPU kernel for ``SkipLayerNormalization`` (which its transformer optimizer puts after
     every attention block and feed-forward block) is much slower than the two additions and its
-    ``LayerNormalization`` kernel: 5.0 against 1.3 ms on a [128, 34, 384] float tensor, 2 threads, on
+    ``LayerNormalization`` kernel: 5.8 against 2.3 ms on a [128, 34, 384] float tensor, 2 threads, on
     the benchmark machine (``benchmarks/layer_norm_speed.py``, BENCHMARKS.md). The arithmetic is the
     same float32 sum and normalization. A node whose mean, inverse-deviation or sum output is read
     elsewhere is left as it is, and so is every node of a model below opset 17 (it has no
