@@ -28,6 +28,7 @@ from sizewise.evaluation.metrics import compute_metrics, confusion_matrix
 from sizewise.evaluation.stats import bootstrap_intervals
 from sizewise.files import atomic_write_json, atomic_write_text, directory_size
 from sizewise.learners.base import LEARNER_FILE, create_learner, learner_config_class, load_learner
+from sizewise.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -356,9 +357,14 @@ def measure_speed(
     for arm in chosen:
         root = roots[arm.name]
         logger.info("arm %s: measuring its speed against arm %s, %d rounds side by side", arm.name, root, rounds)
-        runs = side_by_side(
-            {root: out / root / "model", arm.name: out / arm.name / "model"}, test, rounds=rounds, pairs=pairs
-        )
+        with progress_bar() as bar:
+            task = bar.add_task(f"{arm.name} vs {root}", total=2 * rounds, info="")
+
+            def advance(_round: int, name: str, speed: dict[str, float], task: Any = task) -> None:
+                bar.update(task, advance=1, info=f"{name}: {speed['pairs_per_s']:,.0f} pairs/s")
+
+            models = {root: out / root / "model", arm.name: out / arm.name / "model"}
+            runs = side_by_side(models, test, rounds=rounds, pairs=pairs, on_result=advance)
         measured = {
             "source": root,
             **speedup(runs, arm.name, root),

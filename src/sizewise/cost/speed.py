@@ -68,6 +68,7 @@ def side_by_side(
                 stderr=log,
                 text=True,
             )
+            stack.callback(worker.wait)  # after the kill below (an exit stack unwinds last-in, first-out)
             stack.callback(worker.kill)
             assert worker.stdin is not None
             worker.stdin.write(payload + "\n")
