@@ -705,6 +705,7 @@ def _run_graph(model: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
 @pytest.mark.parametrize("opset", [17, 18])
 def test_skip_layer_norms_are_split_with_the_same_result(opset: int) -> None:
     import onnx
+    from onnx import numpy_helper
 
     from sizewise.compress.onnx import split_skip_layer_norms
 
@@ -724,6 +725,18 @@ def test_skip_layer_norms_are_split_with_the_same_result(opset: int) -> None:
     assert split_skip_layer_norms(kept) == 1
     assert [node.op_type for node in kept.graph.node].count("SkipLayerNormalization") == 1
     np.testing.assert_allclose(_run_graph(kept, feed)[0], expected[0], rtol=1e-5, atol=1e-5)
+    # without an epsilon attribute the kernel's default applies (1e-12: it matters on small variances)
+    tiny = _layer_norm_graph(opset)
+    del tiny.graph.node[1:]
+    del tiny.graph.node[0].attribute[:]
+    tiny.graph.output[0].name = tiny.graph.node[0].output[0]
+    for i, tensor in enumerate(tiny.graph.initializer):
+        if tensor.name == "bias":
+            tiny.graph.initializer[i].CopyFrom(numpy_helper.from_array(1e-3 * numpy_helper.to_array(tensor), "bias"))
+    small = {k: 1e-3 * v for k, v in feed.items()}
+    expected_small = _run_graph(tiny, small)[0]
+    assert split_skip_layer_norms(tiny) == 1
+    np.testing.assert_allclose(_run_graph(tiny, small)[0], expected_small, rtol=1e-4, atol=1e-4)
     # below opset 17 there is no LayerNormalization to split into
     old = _layer_norm_graph(opset)
     old.opset_import[0].version = 16
