@@ -27,13 +27,12 @@ def alternating_rounds(
     ways: Mapping[str, Callable[[Any], np.ndarray]], data: Any, pairs: int, repeats: int
 ) -> dict[str, list[dict[str, float]]]:
     """``repeats`` rounds of every way in ``ways`` (name -> predict_proba) on ``data``; the runs per way."""
-    from sizewise.cost.meter import measure_latency, measure_throughput
+    from sizewise.cost.meter import measure_inference
 
     runs: dict[str, list[dict[str, float]]] = {w: [] for w in ways}
     for i in range(repeats):
         for way in ways if i % 2 == 0 else list(ways)[::-1]:
-            predict = ways[way]
-            runs[way].append({**measure_throughput(predict, data, n=pairs), **measure_latency(predict, data)})
+            runs[way].append(measure_inference(ways[way], data, n=pairs))
             print(f"round {i + 1} {way}: {runs[way][-1]}", flush=True)
     return runs
 

@@ -281,10 +281,11 @@ def test_compress_arms_are_timed_side_by_side_with_their_source(
     copied = tmp_path / "run"
     shutil.copytree(run, copied)
     measured = measure_speed(config, output=copied, arms=["wide-c-p50-int8", "ens-c-p70-int8"], rounds=2, pairs=16)
-    assert measured == ["wide-c-p50-int8", "ens-c-p70-int8"]
+    assert list(measured) == ["wide-c-p50-int8", "ens-c-p70-int8"]
     results = {r["arm"]: r for r in load_results(copied)}
     for name, source in [("wide-c-p50-int8", "wide"), ("ens-c-p70-int8", "ens")]:
         side = results[name]["cost"]["speed_vs_source"]
+        assert side == measured[name]  # returned as written
         assert side["source"] == source and side["rounds"] == 2 and side["pairs"] == 16 and side["isolated"]
         lo, hi = side["range"]
         assert 0 < lo <= side["ratio"] <= hi

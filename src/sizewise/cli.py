@@ -111,6 +111,13 @@ def _print_table(run_dir: Path, order: list[str] | None = None) -> None:
     out.print(table)
 
 
+def _check_arms(config: Path, study: Any, arms: list[str] | None) -> None:
+    """Refuse ``--arm`` names that are not arms of ``study`` (read from ``config``)."""
+    unknown = [a for a in arms or [] if a not in {x.name for x in study.arms}]
+    if unknown:
+        raise ConfigError(str(config), [f"--arm {a!r} is not an arm of this study" for a in unknown])
+
+
 @study_app.command("run")
 def study_run(
     config: Annotated[Path, typer.Argument(help="Study YAML file.")],
@@ -123,10 +130,7 @@ def study_run(
     from sizewise.study import run_study
 
     study = load_study(config)
-    if arm:
-        unknown = [a for a in arm if a not in {x.name for x in study.arms}]
-        if unknown:
-            raise ConfigError(str(config), [f"--arm {a!r} is not an arm of this study" for a in unknown])
+    _check_arms(config, study, arm)
     # Relative data paths are the study file's, as `study check` reads them, not the working folder's.
     run_dir = run_study(study, output=output, force=force, arms=arm, base=config.parent)
     _print_table(run_dir, [a.name for a in study.arms])
@@ -144,19 +148,12 @@ def study_speed(
     """Measure finished compress arms against the trained arm they come from, side by side, each
     model in a process of its own; the speed-up goes into the result files and the report."""
     from sizewise.config import load_study
-    from sizewise.report.render import load_results
     from sizewise.study import measure_speed
 
     study = load_study(config)
-    if arm:
-        unknown = [a for a in arm if a not in {x.name for x in study.arms}]
-        if unknown:
-            raise ConfigError(str(config), [f"--arm {a!r} is not an arm of this study" for a in unknown])
-    run_dir = Path(output or study.output)
-    measured = measure_speed(study, output=run_dir, base=config.parent, arms=arm, rounds=rounds, pairs=pairs)
-    by_arm = {r["arm"]: r for r in load_results(run_dir)}
-    for name in measured:
-        s = by_arm[name]["cost"]["speed_vs_source"]
+    _check_arms(config, study, arm)
+    measured = measure_speed(study, output=output, base=config.parent, arms=arm, rounds=rounds, pairs=pairs)
+    for name, s in measured.items():
         lo, hi = s["range"]
         out.print(f"{name}: {s['ratio']:.2f}× ({lo:.2f}–{hi:.2f}) the pairs/s of {s['source']}, {s['rounds']} rounds")
 

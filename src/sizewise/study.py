@@ -310,12 +310,12 @@ def measure_speed(
     arms: list[str] | None = None,
     rounds: int = 5,
     pairs: int = 512,
-) -> list[str]:
+) -> dict[str, dict[str, Any]]:
     """Measure each finished compress arm (those in ``arms``, or all) against the trained arm its
     model descends from, side by side (:func:`sizewise.cost.speed.side_by_side`: ``rounds``
     alternating rounds on the first ``pairs`` test pairs, each model in a process of its own); the
     result goes into the arm's result file as ``cost.speed_vs_source`` and the report is written
-    again. Returns the arms measured. Nothing is trained: the saved models are measured as they are
+    again. Returns what was measured, by arm. Nothing is trained: the saved models are measured as they are
     (an arm whose result no longer matches the study file is measured with a warning).
     """
     from sizewise.cost.speed import side_by_side, speedup
@@ -346,14 +346,14 @@ def measure_speed(
         raise ConfigError(config.name, sorted(set(problems)))
     test = load_study_test(config, base)
     code = environment()  # the code as it is when measuring starts
-    stale = sorted(
-        {n for a in chosen for n in (a.name, roots[a.name]) if not arm_is_done(config, config.arm(n), out / n)}
-    )
+    involved = {n for a in chosen for n in (a.name, roots[a.name])}
+    stale = sorted(n for n in involved if results[n].get("fingerprint") != config.arm_fingerprint(config.arm(n)))
     if stale:
         logger.warning(
             "arms whose results no longer match the study file (their saved models are measured as they are): %s",
             ", ".join(stale),
         )
+    measurements = {}
     for arm in chosen:
         root = roots[arm.name]
         logger.info("arm %s: measuring its speed against arm %s, %d rounds side by side", arm.name, root, rounds)
@@ -376,6 +376,7 @@ def measure_speed(
         result = results[arm.name]
         result["cost"]["speed_vs_source"] = measured
         atomic_write_json(out / arm.name / RESULT_FILE, result)
+        measurements[arm.name] = measured
         logger.info("arm %s: %.2f× the pairs/s of arm %s", arm.name, measured["ratio"], root)
     write_report(out, baseline=config.evaluation.baseline or config.arms[0].name, order=[a.name for a in config.arms])
-    return [a.name for a in chosen]
+    return measurements

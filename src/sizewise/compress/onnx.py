@@ -4,12 +4,11 @@ with an onnxruntime session.
 torch's dynamic int8 (``torch.ao``) quantizes the Linear layers only (MiniLM-L6: 0.65× the file,
 1.3–1.5× the fp32 pairs/s on the 2-core benchmark machine, BENCHMARKS.md); onnxruntime's
 ``quantize_dynamic`` also stores the embedding tables in int8 (0.26× the file, 1.7–1.9× the pairs/s
-there; 1.8–1.9× with ``fuse``, medians of three invocations of ``benchmarks/int8_speed.py``) and runs
-its own int8 kernels. The
-quantized network is kept as ONNX bytes inside an :class:`OnnxClassifier`, a parameter-free
-``nn.Module`` that stands in for the Hugging Face model, so the transformer learner predicts through
-it unchanged. It is saved as ``model.int8.onnx`` (ONNX is protobuf: loading it runs no code from the
-file).
+there; 1.8–1.9× with ``fuse``, medians of invocations of ``benchmarks/int8_speed.py``) and runs its
+own int8 kernels. The quantized network is kept as ONNX bytes inside an :class:`OnnxClassifier`, a
+parameter-free ``nn.Module`` that stands in for the Hugging Face model, so the transformer learner
+predicts through it unchanged. It is saved as ``model.int8.onnx`` (ONNX is protobuf: loading it runs
+no code from the file).
 """
 
 from __future__ import annotations

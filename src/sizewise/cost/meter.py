@@ -149,3 +149,8 @@ def measure_latency(
         "latency_p95_ms": round(float(np.percentile(times, 95)), 3),
         "latency_calls": n,
     }
+
+
+def measure_inference(predict: Callable[[Any], Any], data: Any, *, n: int = 512) -> dict[str, float]:
+    """:func:`measure_throughput` on the first ``n`` rows and :func:`measure_latency`, in one record."""
+    return {**measure_throughput(predict, data, n=n), **measure_latency(predict, data)}

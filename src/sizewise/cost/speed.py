@@ -47,8 +47,8 @@ def side_by_side(
     """``rounds`` rounds of every model in ``models`` (name -> saved learner folder) on the first
     ``pairs`` pairs of ``data``, each model in a worker process of its own; the measurements per name.
 
-    Every measurement is :func:`~sizewise.cost.meter.measure_throughput` (one predict call on the
-    pairs after a warm-up call) and :func:`~sizewise.cost.meter.measure_latency` (single pairs);
+    Every measurement is :func:`~sizewise.cost.meter.measure_inference` (throughput of one predict
+    call on the pairs after a warm-up call; latency of single pairs);
     ``on_result(round, name, measurement)`` is called after each (rounds count from 1).
     """
     if rounds < 1:
@@ -116,7 +116,7 @@ def medians(runs: list[dict[str, float]]) -> dict[str, float]:
 def serve(directory: Path, pairs: int) -> None:
     """The worker: load the learner saved in ``directory``, read the pairs (one JSON line), then
     measure on every ``measure`` line of stdin and answer with a ``RESULT`` line of JSON."""
-    from sizewise.cost.meter import measure_latency, measure_throughput
+    from sizewise.cost.meter import measure_inference
     from sizewise.learners import load_learner
 
     learner = load_learner(directory)
@@ -125,11 +125,7 @@ def serve(directory: Path, pairs: int) -> None:
     data = PairData(spec["premises"], spec["hypotheses"], np.full(n, -1), get_scheme(spec["scheme"]))
     for line in sys.stdin:
         if line.strip() == "measure":
-            result = {
-                **measure_throughput(learner.predict_proba, data, n=pairs),
-                **measure_latency(learner.predict_proba, data),
-                "pid": os.getpid(),
-            }
+            result = {**measure_inference(learner.predict_proba, data, n=pairs), "pid": os.getpid()}
             print(RESULT + json.dumps(result), flush=True)
 
 
