@@ -129,7 +129,7 @@ def profile(model_dir: Path, pairs: int, rounds: int, threads: int) -> None:
     exports = {}
     for way in WAYS_OF_NORMS:
         with _norms_as(way):
-            exports[way] = compress(base, WAYS["int8-ort-fused"]).base_.model_.onnx_bytes
+            exports[way] = compress(base, WAYS["int8-ort-fused"]).base_.network_.onnx_bytes
     by_op: dict[str, list[collections.Counter[str]]] = {way: [] for way in exports}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(rounds):

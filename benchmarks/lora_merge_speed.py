@@ -35,19 +35,18 @@ def main() -> None:
     from sizewise.data.catalog import load_dataset
     from sizewise.environment import environment
     from sizewise.learners import load_learner
-    from sizewise.learners.transformer import _Encoded, adapter_is_merged
+    from sizewise.learners.transformer import adapter_is_merged
 
     learner = load_learner(args.model)
     if getattr(learner, "kind", None) != "transformer" or learner.config.mode == "full":
         raise SystemExit(f"{args.model}: not a transformer learner with an adapter (mode lora / ia3)")
     test = load_dataset("snli", "test")
     test = test.subset(np.arange(min(args.pairs, len(test))))
-    cpu = torch.device("cpu")
 
     def beside(data: Any) -> np.ndarray:
-        if adapter_is_merged(learner.model_):
-            learner.model_.base_model.unmerge_adapter()
-        return learner._predict(_Encoded(learner.tokenizer_, data, learner._max_length()), cpu, None)
+        if adapter_is_merged(learner.network_):
+            learner.network_.base_model.unmerge_adapter()
+        return learner.predict_encoded(learner.encode(data))
 
     ways = {"merged": learner.predict_proba, "beside": beside}
     runs = alternating_rounds(ways, test, args.pairs, args.repeats)

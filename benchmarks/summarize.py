@@ -20,42 +20,56 @@ import argparse
 import json
 import re
 from pathlib import Path
-from typing import Any
 
-from sizewise.report.render import load_results
-from sizewise.report.tables import fmt_count, fmt_number, fmt_p, fmt_seconds, paired_tests
+from sizewise.arms.compress import compression_table
+from sizewise.arms.lineage import source_arm
+from sizewise.cost.energy import fmt_energy
+from sizewise.report.plots import plot_size_curves
+from sizewise.report.render import load_arm, load_results
+from sizewise.report.tables import compare_arms, fmt_count, fmt_number, fmt_p, fmt_seconds, paired_tests
+from sizewise.result import ArmResult
 
 
-def _interval(r: dict[str, Any], name: str) -> str:
-    lo, hi = r["intervals"][name]
-    return f"{r['metrics'][name]:.3f} [{lo:.3f}, {hi:.3f}]"
+def _interval(r: ArmResult, name: str) -> str:
+    interval = r.intervals.of(name)
+    assert interval is not None
+    lo, hi = interval
+    return f"{r.metrics.get(name):.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _trained(results: list[ArmResult]) -> list[ArmResult]:
+    """The arms that trained their own model (not made from another arm's, like a compress arm)."""
+    return [r for r in results if source_arm(r) is None]
+
+
+def _section_heading(first: ArmResult) -> str:
+    data = first.data
+    return (
+        f"### {first.study}: train {data.train.rows:,} pairs of `{data.train.source}`, "
+        f"test {data.test.rows:,} pairs of `{data.test.source}` ({data.scheme})"
+    )
 
 
 def summarize_run(run_dir: Path) -> str:
     """One section: main table, paired tests against the first arm, size curves, diversity."""
     # The trained arms only: compress arms of the same study have their own table (--compression).
-    results = [
-        r for r in load_results(run_dir, ["bilstm", "bagged-11", "boosted-11"]) if not r["config"].get("compress")
-    ]
-    first = results[0]
-    data = first["data"]
+    results = _trained(load_results(run_dir, ["bilstm", "bagged-11", "boosted-11"]))
     lines = [
-        f"### {first['study']}: train {data['train']['rows']:,} pairs of `{data['train']['source']}`, "
-        f"test {data['test']['rows']:,} pairs of `{data['test']['source']}` ({data['scheme']})",
+        _section_heading(results[0]),
         "",
         "| arm | params | accuracy [95% CI] | F1 macro [95% CI] | F1 weighted | precision macro | recall macro "
         "| ROC-AUC macro | train time | CPU time |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        m, c = r["metrics"], r["cost"]
+        m, c = r.metrics, r.cost
         lines.append(
-            f"| {r['description']} | {fmt_count(c['parameters_total'])} | {_interval(r, 'accuracy')} "
-            f"| {_interval(r, 'f1_macro')} | {fmt_number(m['f1_weighted'])} | {fmt_number(m['precision_macro'])} "
-            f"| {fmt_number(m['recall_macro'])} | {fmt_number(m['roc_auc_macro'])} "
-            f"| {fmt_seconds(c['train_seconds'])} | {fmt_seconds(c['train_cpu_seconds'])} |"
+            f"| {r.description} | {fmt_count(c.parameters_total)} | {_interval(r, 'accuracy')} "
+            f"| {_interval(r, 'f1_macro')} | {fmt_number(m.f1_weighted)} | {fmt_number(m.precision_macro)} "
+            f"| {fmt_number(m.recall_macro)} | {fmt_number(m.roc_auc_macro)} "
+            f"| {fmt_seconds(c.train_seconds)} | {fmt_seconds(c.train_cpu_seconds)} |"
         )
-    tests = paired_tests(results, results[0]["arm"])
+    tests = paired_tests(results, results[0].arm)
     if tests:
         lines += [
             "",
@@ -69,32 +83,32 @@ def summarize_run(run_dir: Path) -> str:
                 f"| {fmt_p(t['mcnemar_p'])} | {fmt_p(t['bootstrap_p'])} |"
             )
     for r in results:
-        curves = r.get("curves", {})
-        if not curves.get("size"):
+        size = r.curves.size
+        if size is None:
             continue
-        ks = curves["size"]["k"]
-        lines += ["", f"Size curve, {r['description']} (test accuracy of the first k members):", ""]
+        ks = size.k
+        lines += ["", f"Size curve, {r.description} (test accuracy of the first k members):", ""]
         lines.append("| epochs \\ k | " + " | ".join(map(str, ks)) + " |")
         lines.append("|---|" + "---|" * len(ks))
-        for epoch, accs in sorted(curves.get("epoch_size", {}).items(), key=lambda kv: int(kv[0])):
+        for epoch, accs in sorted((r.curves.epoch_size or {}).items(), key=lambda kv: int(kv[0])):
             lines.append(f"| {epoch} | " + " | ".join(f"{a:.3f}" for a in accs) + " |")
-        lines.append("| final (best dev epoch) | " + " | ".join(f"{a:.3f}" for a in curves["size"]["accuracy"]) + " |")
-        d = r.get("diversity")
-        if d:
+        lines.append("| final (best dev epoch) | " + " | ".join(f"{a:.3f}" for a in size.accuracy) + " |")
+        d = r.diversity
+        if d is not None and r.members is not None:
             lines += [
                 "",
-                f"Diversity: ensemble CE {d['ensemble_ce']:.4f} = mean member CE {d['member_ce']:.4f} "
-                f"− diversity {d['diversity']:.4f}; member accuracies "
-                + ", ".join(f"{a:.3f}" for a in r["members"]["accuracy"])
+                f"Diversity: ensemble CE {d.ensemble_ce:.4f} = mean member CE {d.member_ce:.4f} "
+                f"− diversity {d.diversity:.4f}; member accuracies "
+                + ", ".join(f"{a:.3f}" for a in r.members.accuracy)
                 + ".",
             ]
     lines += ["", _machine(results), ""]
     return "\n".join(lines)
 
 
-def _machine(results: list[dict[str, Any]]) -> str:
-    env = results[0]["environment"]
-    commits = sorted({str(r["environment"].get("git_commit"))[:12] for r in results})
+def _machine(results: list[ArmResult]) -> str:
+    env = results[0].environment
+    commits = sorted({str(r.environment.get("git_commit"))[:12] for r in results})
     return (
         f"Machine: {env['cpu']}, {env['cpu_count']} cores, torch {env['torch']} (CPU); sizewise "
         f"commit{'s' * (len(commits) > 1)} {', '.join(commits)}."
@@ -103,39 +117,36 @@ def _machine(results: list[dict[str, Any]]) -> str:
 
 def summarize_transformers(run_dir: Path, against: list[Path]) -> str:
     """Transformer arms beside other arms scored on the same test set (e.g. the core ensemble)."""
-    results = [r for r in load_results(run_dir, _study_order(run_dir)) if not r["config"].get("compress")]
+    results = _trained(load_results(run_dir, _study_order(run_dir)))
     for arm_dir in against:
-        results.append(json.loads((arm_dir / "result.json").read_text(encoding="utf-8")))
-    first = results[0]
-    data = first["data"]
+        results.append(load_arm(arm_dir))
     lines = [
-        f"### {first['study']}: train {data['train']['rows']:,} pairs of `{data['train']['source']}`, "
-        f"test {data['test']['rows']:,} pairs of `{data['test']['source']}` ({data['scheme']})",
+        _section_heading(results[0]),
         "",
         "| arm | params total | trainable | accuracy [95% CI] | F1 macro [95% CI] | ROC-AUC macro | epochs "
         "| train time | CPU time | CPU inference pairs/s (batch) | size on disk |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        m, c = r["metrics"], r["cost"]
-        total, trainable = c["parameters_total"], c["parameters_trainable"]
-        history = (r.get("training") or {}).get("history") or []
-        epochs = f"{len(history)}" if history else r["config"]["learner"].get("base", {}).get("epochs", "–")
+        m, c = r.metrics, r.cost
+        total, trainable = c.parameters_total, c.parameters_trainable
+        history = r.training.history or []
+        epochs = f"{len(history)}" if history else _learner_spec(r).get("base", {}).get("epochs", "–")
         lines.append(
-            f"| {r['description']} | {fmt_count(total)} | {fmt_count(trainable)} ({100 * trainable / total:.2f}%) "
-            f"| {_interval(r, 'accuracy')} | {_interval(r, 'f1_macro')} | {fmt_number(m['roc_auc_macro'])} "
-            f"| {epochs} | {fmt_seconds(c['train_seconds'])} | {fmt_seconds(c['train_cpu_seconds'])} "
-            f"| {c['inference_pairs_per_s']:,.0f} ({c['inference_batch_pairs']}) | {c['size_on_disk_mb']:.1f} MB |"
+            f"| {r.description} | {fmt_count(total)} | {fmt_count(trainable)} ({100 * trainable / total:.2f}%) "
+            f"| {_interval(r, 'accuracy')} | {_interval(r, 'f1_macro')} | {fmt_number(m.roc_auc_macro)} "
+            f"| {epochs} | {fmt_seconds(c.train_seconds)} | {fmt_seconds(c.train_cpu_seconds)} "
+            f"| {c.inference_pairs_per_s:,.0f} ({c.inference_batch_pairs}) | {c.size_on_disk_mb:.1f} MB |"
         )
-    if any(r["config"].get("learner", {}).get("mode") in ("lora", "ia3") for r in results):
+    if any(_learner_spec(r).get("mode") in ("lora", "ia3") for r in results):
         lines += [
             "",
             "A LoRA arm's size on disk is its adapter and classification head: it is loaded onto the base "
             "model, which has to be at hand as well.",
         ]
     for base in results[len(results) - len(against) :]:
-        tests = paired_tests(results, base["arm"])
-        lines += ["", f"| vs {base['description']} | Δ accuracy [95% CI] | McNemar p |", "|---|---|---|"]
+        tests = paired_tests(results, base.arm)
+        lines += ["", f"| vs {base.description} | Δ accuracy [95% CI] | McNemar p |", "|---|---|---|"]
         for t in tests:
             if "interval" not in t:
                 continue
@@ -148,12 +159,17 @@ def summarize_transformers(run_dir: Path, against: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def _arms(paths: list[Path]) -> list[dict[str, Any]]:
-    """Result records of run folders (every arm, in study order) and of single arm folders."""
-    out: list[dict[str, Any]] = []
+def _learner_spec(result: ArmResult) -> dict:
+    """A trained arm's learner spec (empty for arms of other types)."""
+    return result.config.block if result.arm_type == "learner" else {}
+
+
+def _arms(paths: list[Path]) -> list[ArmResult]:
+    """Results of run folders (every arm, in study order) and of single arm folders."""
+    out: list[ArmResult] = []
     for path in paths:
         if (path / "result.json").is_file():
-            out.append(json.loads((path / "result.json").read_text(encoding="utf-8")))
+            out.append(load_arm(path))
         else:
             out.extend(load_results(path, _study_order(path)))
     return out
@@ -169,35 +185,31 @@ def _study_order(run_dir: Path) -> list[str] | None:
 def summarize_cost(paths: list[Path], *, trained_only: bool = True) -> str:
     """The cost table of every arm (compress arms left out unless asked): time, energy, CO2, memory,
     size, CPU throughput and latency."""
-    from sizewise.cost.energy import fmt_energy
-
-    results = [r for r in _arms(paths) if not (trained_only and r["config"].get("compress"))]
+    results = _trained(_arms(paths)) if trained_only else _arms(paths)
     lines = [
         "| study | arm | params | train time | CPU time | train energy | train CO2 | peak memory | size on disk "
         "| CPU inference pairs/s (batch) | latency p50 / p95 |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        c = r["cost"]
-        kwh, co2 = c.get("train_energy_kwh"), c.get("train_co2_kg")
-        est = "" if kwh is None or c.get("train_measured") else " (est.)"
-        latency = (
-            f"{c['latency_p50_ms']:.1f} / {c['latency_p95_ms']:.1f} ms" if c.get("latency_p50_ms") is not None else "–"
-        )
+        c = r.cost
+        kwh, co2 = c.train_energy_kwh, c.train_co2_kg
+        est = "" if kwh is None or c.train_measured else " (est.)"
+        latency = f"{c.latency_p50_ms:.1f} / {c.latency_p95_ms:.1f} ms"
         lines.append(
-            f"| {r['study']} | {r['description']} | {fmt_count(c['parameters_total'])} "
-            f"| {fmt_seconds(c['train_seconds'])} | {fmt_seconds(c['train_cpu_seconds'])} | {fmt_energy(kwh)}{est} "
-            f"| {'–' if co2 is None else f'{co2 * 1000:.1f} g'} | {c['peak_rss_mb']:,.0f} MB "
-            f"| {c['size_on_disk_mb']:.1f} MB | {c['inference_pairs_per_s']:,.0f} ({c['inference_batch_pairs']}) "
+            f"| {r.study} | {r.description} | {fmt_count(c.parameters_total)} "
+            f"| {fmt_seconds(c.train_seconds)} | {fmt_seconds(c.train_cpu_seconds)} | {fmt_energy(kwh)}{est} "
+            f"| {'–' if co2 is None else f'{co2 * 1000:.1f} g'} | {c.peak_rss_mb:,.0f} MB "
+            f"| {c.size_on_disk_mb:.1f} MB | {c.inference_pairs_per_s:,.0f} ({c.inference_batch_pairs}) "
             f"| {latency} |"
         )
-    tracked = [r for r in results if r["cost"].get("train_energy_kwh") is not None]
+    tracked = [r for r in results if r.cost.train_energy_kwh is not None]
     if tracked:
-        c = tracked[0]["cost"]
+        c = tracked[0].cost
         lines += [
             "",
-            f"CO2 = energy × {c.get('train_carbon_intensity_g_per_kwh', 0):.0f} g CO2e/kWh "
-            f"(codecarbon's figure for {c.get('train_country')}, the default `cost.country`).",
+            f"CO2 = energy × {c.train_carbon_intensity_g_per_kwh or 0:.0f} g CO2e/kWh "
+            f"(codecarbon's figure for {c.train_country}, the default `cost.country`).",
         ]
     lines += ["", _machine(results), ""]
     return "\n".join(lines)
@@ -205,13 +217,11 @@ def summarize_cost(paths: list[Path], *, trained_only: bool = True) -> str:
 
 def summarize_compression(paths: list[Path], pairs: list[str]) -> str:
     """The compression table of the given runs, then paired tests of ``A:B`` arm pairs (equal size)."""
-    from sizewise.report.tables import compare_arms, compression_table
-
     results = _arms(paths)
     header, rows = compression_table(results)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    by_arm = {r["arm"]: r for r in results}
+    by_arm = {r.arm: r for r in results}
     if pairs:
         lines += [
             "",
@@ -224,19 +234,19 @@ def summarize_compression(paths: list[Path], pairs: list[str]) -> str:
             d = cmp["metrics"]["accuracy"]
             lo, hi = d["interval"]
             lines.append(
-                f"| {a['description']} ({a['metrics']['accuracy']:.3f}) | {a['cost']['size_on_disk_mb']:.1f} MB "
-                f"| {b['description']} ({b['metrics']['accuracy']:.3f}) | {b['cost']['size_on_disk_mb']:.1f} MB "
+                f"| {a.description} ({a.metrics.accuracy:.3f}) | {a.cost.size_on_disk_mb:.1f} MB "
+                f"| {b.description} ({b.metrics.accuracy:.3f}) | {b.cost.size_on_disk_mb:.1f} MB "
                 f"| {100 * d['difference']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}] "
                 f"| {fmt_p(cmp['mcnemar']['p_value'])} |"
             )
     lines += ["", _machine(results)]
-    side = [r["cost"]["speed_vs_source"] for r in results if "speed_vs_source" in r["cost"]]
+    side = [r.cost.speed_vs_source for r in results if r.cost.speed_vs_source is not None]
     if side:
-        commits = sorted({str(s["environment"].get("git_commit"))[:12] for s in side})
-        rounds = sorted({s["rounds"] for s in side})
+        commits = sorted({str(s.environment.get("git_commit"))[:12] for s in side})
+        rounds = sorted({s.rounds for s in side})
         lines.append(
             f"‡ speed-up measured side by side with the source arm's model (`sizewise study speed`: "
-            f"{'/'.join(map(str, rounds))} alternating rounds of {side[0]['pairs']} test pairs, each model in a "
+            f"{'/'.join(map(str, rounds))} alternating rounds of {side[0].pairs} test pairs, each model in a "
             f"process of its own, median of the per-round ratios) at commit{'s' * (len(commits) > 1)} "
             f"{', '.join(commits)}; "
             "other speed-ups divide the two arms' own throughputs, measured when each was scored."
@@ -269,8 +279,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.figures:
-        from sizewise.report.plots import plot_size_curves
-
         args.figures.mkdir(parents=True, exist_ok=True)
         for run in args.runs:
             target = args.figures / f"{run.name}-size-curve.png"

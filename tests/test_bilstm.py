@@ -107,7 +107,7 @@ def test_vocabulary_settings_reach_the_learner() -> None:
     train = keyword_pairs(60, seed=0)
     learner = create_learner({**SMALL, "epochs": 1, "min_frequency": 1, "max_vocab": 5}).fit(train)
     assert len(learner.vocab_) == 5 + 2  # five words plus <pad> and <unk>
-    assert learner.net_.embedding.num_embeddings == 7
+    assert learner.network_.embedding.num_embeddings == 7
 
 
 # --- word vectors --------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def test_word_vectors_fill_the_embedding_rows(tmp_path: Path) -> None:
     spec = {**SMALL, "embedding_dim": 4, "epochs": 1, "vectors": str(path), "freeze_vectors": True}
     learner = create_learner(spec).fit(train)
     words = learner.vocab_.words
-    emb = learner.net_.embedding.weight.detach().numpy()
+    emb = learner.network_.embedding.weight.detach().numpy()
     for word in ("yes", "maybe", "w3"):
         np.testing.assert_array_equal(emb[words.index(word)], np.float32(VECTORS[word]))
     assert "unseen" not in words
@@ -146,7 +146,7 @@ def test_word_vectors_fill_the_embedding_rows(tmp_path: Path) -> None:
     path.unlink()
     loaded = load_learner(tmp_path / "model")
     np.testing.assert_array_equal(
-        loaded.net_.embedding.weight.detach().numpy()[words.index("yes")], np.float32(VECTORS["yes"])
+        loaded.network_.embedding.weight.detach().numpy()[words.index("yes")], np.float32(VECTORS["yes"])
     )
 
 

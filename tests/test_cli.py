@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import run_cli
+from sizewise.result import ArmResult
 
 LABELS = ("entailment", "neutral", "contradiction")
 TINY = {"epochs": 2, "embedding_dim": 16, "hidden_size": 16, "mlp_hidden": 16, "batch_size": 16, "min_frequency": 1}
@@ -65,6 +66,7 @@ def test_study_run_writes_results_report_and_plot(study_run: dict[str, Any], tin
     assert png.startswith(b"\x89PNG")
     for arm in STUDY["arms"]:
         result = json.loads((out / arm["name"] / "result.json").read_text(encoding="utf-8"))
+        assert ArmResult.read(out / arm["name"] / "result.json").to_json() == result  # the one definition
         assert result["arm"] == arm["name"]
         m, ci = result["metrics"], result["intervals"]
         assert result["predictions"]["y_true"] == y_true

@@ -24,7 +24,9 @@ from sizewise.compress import (
     read_state,
     recover,
 )
-from sizewise.compress.transforms import HeadPruneStep, apply_step, prunable_weights, torch_model
+from sizewise.compress.structured import HeadPruneStep
+from sizewise.compress.transforms import apply_step
+from sizewise.compress.unstructured import prunable_weights
 from sizewise.ensembles.ensemble import EnsembleLearner
 from sizewise.errors import ConfigError, ModelError
 from sizewise.learners import create_learner, load_learner
@@ -89,7 +91,7 @@ def test_prune_bilstm_reaches_the_sparsity(sparsity: float, bilstm: Any, train: 
     before = bilstm.predict_proba(train)
     pruned = prune(bilstm, sparsity)
     assert isinstance(pruned, CompressedLearner)
-    zeros, total = _zeros(torch_model(pruned.base_))
+    zeros, total = _zeros(pruned.base_.network_)
     assert abs(zeros / total - sparsity) <= 1 / total
     (record,) = pruned.transforms_
     assert record["transform"] == "prune" and record["method"] == "global_magnitude"
@@ -103,7 +105,7 @@ def test_prune_bilstm_reaches_the_sparsity(sparsity: float, bilstm: Any, train: 
 
 def test_layer_magnitude_prunes_every_matrix_alike(bilstm: Any) -> None:
     pruned = prune(bilstm, 0.5, method="layer_magnitude")
-    for mod, name in prunable_weights(torch_model(pruned.base_)):
+    for mod, name in prunable_weights(pruned.base_.network_):
         w = getattr(mod, name)
         assert abs(float((w == 0).float().mean()) - 0.5) <= 1 / w.numel(), name
 
@@ -113,7 +115,7 @@ def test_prune_transformer(mode: str, transformers: dict[str, Any], tmp_path: Pa
     data = dozen_pairs()
     learner = transformers[mode]
     pruned = prune(learner, 0.4)
-    zeros, total = _zeros(torch_model(pruned.base_))
+    zeros, total = _zeros(pruned.base_.network_)
     assert abs(zeros / total - 0.4) <= 1 / total
     steps = [r["transform"] for r in pruned.transforms_]
     assert steps == (["prune"] if mode == "full" else ["merge_adapter", "prune"])
@@ -133,7 +135,7 @@ def test_merged_adapter_predicts_as_before(transformers: dict[str, Any]) -> None
 
 def test_prune_structured_bilstm_shrinks_the_matrices(bilstm: Any, train: Any, tmp_path: Path) -> None:
     small = prune_structured(bilstm, 0.5)
-    net = small.base_.net_
+    net = small.base_.network_
     assert net.encoder.hidden_size == 4
     assert net.encoder.weight_ih_l0.shape == (16, 8) and net.encoder.weight_hh_l0_reverse.shape == (16, 4)
     assert net.classifier[0].weight.shape == (4, 8 * 4)
@@ -144,7 +146,7 @@ def test_prune_structured_bilstm_shrinks_the_matrices(bilstm: Any, train: Any, t
     assert record["parameters"][1] < record["parameters"][0] == bilstm.parameter_count()["total"]
     assert small.parameter_count()["total"] == record["parameters"][1]
     loaded = assert_round_trip(small, train, tmp_path / "small")
-    assert loaded.base_.net_.encoder.weight_hh_l0.shape == (16, 4)
+    assert loaded.base_.network_.encoder.weight_hh_l0.shape == (16, 4)
     saved = json.loads((tmp_path / "small" / "base" / "learner.json").read_text())
     assert saved["config"]["hidden_size"] == 4
 
@@ -173,11 +175,11 @@ def test_structured_pruning_of_dead_units_is_exact(train: Any, tmp_path: Path) -
     # Two layers, both directions: the unit bookkeeping across layers and into the MLP is checked
     # by removing units that contribute nothing, which must leave the predictions as they were.
     learner = create_learner({**TINY_BILSTM, "num_layers": 2}).fit(train)
-    _kill_units(learner.net_, dead=[1, 6])
+    _kill_units(learner.network_, dead=[1, 6])
     before = learner.predict_proba(train)
     small = prune_structured(learner, 0.25)
-    assert small.base_.net_.encoder.hidden_size == 6
-    assert small.base_.net_.encoder.weight_ih_l1.shape == (24, 12)
+    assert small.base_.network_.encoder.hidden_size == 6
+    assert small.base_.network_.encoder.weight_ih_l1.shape == (24, 12)
     np.testing.assert_allclose(small.predict_proba(train), before, rtol=0, atol=1e-6)
     assert_round_trip(small, train, tmp_path / "small")
 
@@ -188,28 +190,28 @@ def test_prune_structured_transformer_shrinks_the_feed_forward(
 ) -> None:
     data = dozen_pairs()
     small = prune_structured(transformers[mode], 0.5)
-    model = small.base_.model_
+    model = small.base_.network_
     for layer in model.bert.encoder.layer:
         assert layer.intermediate.dense.weight.shape == (16, 16)
         assert layer.output.dense.weight.shape == (16, 16)
     assert model.config.intermediate_size == 16
     assert small.transforms_[-1]["sizes"] == {"intermediate_size": [32, 16]}
     loaded = assert_round_trip(small, data, tmp_path / "small")
-    assert loaded.base_.model_.bert.encoder.layer[1].intermediate.dense.out_features == 16
+    assert loaded.base_.network_.bert.encoder.layer[1].intermediate.dense.out_features == 16
 
 
 @torch.no_grad()
 def test_structured_pruning_of_dead_neurons_is_exact(transformers: dict[str, Any]) -> None:
     data = dozen_pairs()
     learner = prune(transformers["full"], 0.0)  # a private copy to edit
-    for layer in learner.base_.model_.bert.encoder.layer:
+    for layer in learner.base_.network_.bert.encoder.layer:
         dead = list(range(0, 32, 4))  # 8 of 32 neurons: GELU(0) = 0, so they add nothing
         layer.intermediate.dense.weight[dead] = 0
         layer.intermediate.dense.bias[dead] = 0
         layer.output.dense.weight[:, dead] = 0
     before = learner.predict_proba(data)
     small = prune_structured(learner, 0.25)
-    assert small.base_.model_.config.intermediate_size == 24
+    assert small.base_.network_.config.intermediate_size == 24
     np.testing.assert_allclose(small.predict_proba(data), before, rtol=0, atol=1e-6)
 
 
@@ -236,7 +238,7 @@ def test_prune_heads_shrinks_the_attention(mode: str, transformers: dict[str, An
     data = dozen_pairs()
     learner = transformers[mode]
     small = prune_heads(learner, 0.5)
-    model = small.base_.model_
+    model = small.base_.network_
     _assert_one_head_left(model)
     assert [r["transform"] for r in small.transforms_] == (
         ["prune_heads"] if mode == "full" else ["merge_adapter", "prune_heads"]
@@ -256,10 +258,10 @@ def test_prune_heads_shrinks_the_attention(mode: str, transformers: dict[str, An
     assert proba.shape == (len(data), 3) and np.all(proba >= 0)
     np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
     assert tuple(small.labels_) == tuple(learner.labels_) == ("entailment", "neutral", "contradiction")
-    assert learner.config.mode == mode and learner.model_.config.num_attention_heads == 2  # the original as it was
+    assert learner.config.mode == mode and learner.network_.config.num_attention_heads == 2  # the original as it was
     loaded = assert_round_trip(small, data, tmp_path / "small")
-    _assert_one_head_left(loaded.base_.model_)
-    assert _shapes(loaded.base_.model_) == _shapes(model)
+    _assert_one_head_left(loaded.base_.network_)
+    assert _shapes(loaded.base_.network_) == _shapes(model)
     saved = json.loads((tmp_path / "small" / "base" / "config.json").read_text())
     assert saved["sizewise_attention_heads"] == 1 and saved["num_attention_heads"] == 2
 
@@ -270,7 +272,7 @@ def test_pruning_dead_heads_is_exact(transformers: dict[str, Any]) -> None:
     # leave the predictions as they were, which checks the rows / columns kept in every layer.
     data = dozen_pairs()
     learner = prune(transformers["full"], 0.0)  # a private copy to edit
-    for layer, dead in zip(learner.base_.model_.bert.encoder.layer, (1, 0), strict=True):
+    for layer, dead in zip(learner.base_.network_.bert.encoder.layer, (1, 0), strict=True):
         rows = slice(8 * dead, 8 * dead + 8)
         for proj in (layer.attention.self.query, layer.attention.self.key, layer.attention.self.value):
             proj.weight[rows] = 0
@@ -279,8 +281,8 @@ def test_pruning_dead_heads_is_exact(transformers: dict[str, Any]) -> None:
     before = learner.predict_proba(data)
     small = prune_heads(learner, 0.5)
     np.testing.assert_allclose(small.predict_proba(data), before, rtol=0, atol=1e-6)
-    originals = transformers["full"].model_.bert.encoder.layer
-    for layer, original, alive in zip(small.base_.model_.bert.encoder.layer, originals, (0, 1), strict=True):
+    originals = transformers["full"].network_.bert.encoder.layer
+    for layer, original, alive in zip(small.base_.network_.bert.encoder.layer, originals, (0, 1), strict=True):
         kept = slice(8 * alive, 8 * alive + 8)  # the live head's rows and columns, as they were
         assert torch.equal(layer.attention.self.value.weight, original.attention.self.value.weight[kept])
         assert torch.equal(layer.attention.output.dense.weight, original.attention.output.dense.weight[:, kept])
@@ -292,12 +294,12 @@ def test_prune_heads_then_int8_reloads(transformers: dict[str, Any], tmp_path: P
     data = dozen_pairs()
     steps = [{"transform": "prune_heads", "fraction": 0.5}, {"transform": "quantize_int8"}]
     q = compress(transformers["full"], steps)
-    query = q.base_.model_.bert.encoder.layer[0].attention.self.query
+    query = q.base_.network_.bert.encoder.layer[0].attention.self.query
     assert isinstance(query, nnqd.Linear) and query.weight().shape == (8, 16)
     reference = prune_heads(transformers["full"], 0.5).predict_proba(data)
     assert np.abs(q.predict_proba(data) - reference).max() < 0.02
     loaded = assert_round_trip(q, data, tmp_path / "int8")
-    assert loaded.base_.model_.bert.encoder.layer[1].attention.output.dense.weight().shape == (16, 8)
+    assert loaded.base_.network_.bert.encoder.layer[1].attention.output.dense.weight().shape == (16, 8)
 
 
 def test_prune_heads_and_feed_forward_together_reload(transformers: dict[str, Any], tmp_path: Path) -> None:
@@ -306,10 +308,10 @@ def test_prune_heads_and_feed_forward_together_reload(transformers: dict[str, An
     small = compress(transformers["lora"], steps)
     assert [r["transform"] for r in small.transforms_] == ["merge_adapter", "prune_heads", "prune_structured"]
     loaded = assert_round_trip(small, data, tmp_path / "both")
-    model = loaded.base_.model_
+    model = loaded.base_.network_
     _assert_one_head_left(model)
     assert model.config.intermediate_size == 16 and model.bert.encoder.layer[0].intermediate.dense.out_features == 16
-    assert _shapes(model) == _shapes(small.base_.model_)
+    assert _shapes(model) == _shapes(small.base_.network_)
 
 
 def test_a_head_pruned_transformer_folder_reloads_and_names_missing_weights(
@@ -320,7 +322,7 @@ def test_a_head_pruned_transformer_folder_reloads_and_names_missing_weights(
     data = dozen_pairs()
     base = prune_heads(transformers["full"], 0.5).base_  # a plain transformer learner, saved as such
     loaded = assert_round_trip(base, data, tmp_path / "plain")
-    _assert_one_head_left(loaded.model_)
+    _assert_one_head_left(loaded.network_)
     weights = tmp_path / "plain" / "model.safetensors"
     state = load_file(str(weights))
     del state["classifier.weight"]
@@ -340,7 +342,7 @@ def test_prune_heads_is_for_bert_style_transformers(bilstm: Any, transformers: d
         with pytest.raises(ConfigError, match="prune_heads: fraction"):
             prune_heads(transformers["full"], fraction)
     config = DistilBertConfig(vocab_size=32, dim=16, n_layers=1, n_heads=2, hidden_dim=32, max_position_embeddings=16)
-    other = SimpleNamespace(kind="transformer", model_=DistilBertForSequenceClassification(config))
+    other = SimpleNamespace(kind="transformer", network_=DistilBertForSequenceClassification(config))
     with pytest.raises(ConfigError, match="model type 'distilbert' has no BERT-style attention heads"):
         apply_step(other, HeadPruneStep(fraction=0.5))
 
@@ -352,7 +354,7 @@ def test_quantized_bilstm_predicts_like_the_original(bilstm: Any, train: Any, tm
     from torch.ao.nn.quantized import dynamic as nnqd
 
     q = quantize_dynamic_int8(bilstm)
-    net = q.base_.net_
+    net = q.base_.network_
     assert isinstance(net.encoder, nnqd.LSTM)
     assert isinstance(net.classifier[0], nnqd.Linear) and isinstance(net.classifier[3], nnqd.Linear)
     assert tuple(q.labels_) == tuple(bilstm.labels_) == ("entailment", "neutral", "contradiction")
@@ -366,7 +368,7 @@ def test_quantized_bilstm_predicts_like_the_original(bilstm: Any, train: Any, tm
     assert counts["total"] == bilstm.parameter_count()["total"]
     assert counts["trainable"] == net.embedding.weight.numel()  # only the embedding is still float
     loaded = assert_round_trip(q, train, tmp_path / "int8")
-    assert isinstance(loaded.base_.net_.encoder, nnqd.LSTM)
+    assert isinstance(loaded.base_.network_.encoder, nnqd.LSTM)
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])
@@ -517,7 +519,7 @@ def test_recover_fine_tunes_and_keeps_the_zeros(bilstm: Any, train: Any, tmp_pat
     record = healed.transforms_[-1]
     assert record["epochs"] == 4 and record["pairs"] == len(train) and len(record["train_loss"]) == 4
     assert record["learning_rate"] == bilstm.config.learning_rate
-    zeros, total = _zeros(torch_model(healed.base_))
+    zeros, total = _zeros(healed.base_.network_)
     assert zeros / total == pytest.approx(0.7, abs=1 / total)  # the pruned weights stayed zero
     assert _loss(healed, train) < _loss(pruned, train)
     np.testing.assert_array_equal(pruned.predict_proba(train), prune(bilstm, 0.7).predict_proba(train))
@@ -528,7 +530,7 @@ def test_recover_after_structured_pruning_of_a_transformer(transformers: dict[st
     data = dozen_pairs()
     small = prune_structured(transformers["lora"], 0.5)
     healed = recover(small, data, epochs=2, learning_rate=1e-2)
-    assert healed.base_.model_.config.intermediate_size == 16
+    assert healed.base_.network_.config.intermediate_size == 16
     record = healed.transforms_[-1]
     assert record["learning_rate"] == 1e-2 and len(record["train_loss"]) == 2
     # The tiny random BERT stays near chance on the dozen; what is checked is that it trained.
@@ -577,7 +579,7 @@ def test_onnxruntime_int8_transformer(mode: str, transformers: dict[str, Any], t
     assert record["backend"] == "onnxruntime"
     import onnx
 
-    ops = {node.op_type for node in onnx.load_from_string(q.base_.model_.onnx_bytes).graph.node}
+    ops = {node.op_type for node in onnx.load_from_string(q.base_.network_.onnx_bytes).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops  # int8 weights, activations quantized on the fly
     counts = q.parameter_count()
     assert counts["total"] == pruned.parameter_count()["total"]  # merged, as exported
@@ -616,13 +618,13 @@ def test_onnxruntime_int8_fused_attention(heads: float | None, transformers: dic
     fused = compress(transformers["full"], [*before, {**ORT_INT8[0], "fuse": True}])
     plain = compress(transformers["full"], [*before, *ORT_INT8])
     record = fused.transforms_[-1]
-    n_layers = transformers["full"].model_.config.num_hidden_layers
+    n_layers = transformers["full"].network_.config.num_hidden_layers
     # every attention block became one operator, but the last: it runs for the first token only
     assert record["first_token_last_layer"] is True
     assert record["fused"]["Attention"] == n_layers - 1
-    ops = [node.op_type for node in onnx.load_from_string(fused.base_.model_.onnx_bytes).graph.node]
+    ops = [node.op_type for node in onnx.load_from_string(fused.base_.network_.onnx_bytes).graph.node]
     assert ops.count("QAttention") == n_layers - 1  # ... and runs in int8
-    plain_ops = [node.op_type for node in onnx.load_from_string(plain.base_.model_.onnx_bytes).graph.node]
+    plain_ops = [node.op_type for node in onnx.load_from_string(plain.base_.network_.onnx_bytes).graph.node]
     assert ops.count("Softmax") == 1 and plain_ops.count("Softmax") == n_layers  # only the last layer's is left
     # every skip layer norm split into additions and a LayerNormalization (the embeddings' norm is
     # fused into their lookup); the unfused export has LayerNormalizations only, and keeps them
@@ -636,8 +638,8 @@ def test_onnxruntime_int8_fused_attention(heads: float | None, transformers: dic
     fused.save(tmp_path / "fused")
     np.testing.assert_allclose(load_learner(tmp_path / "fused").predict_proba(data), proba, rtol=0, atol=1e-6)
     # the exported model's config is back to the attention implementation it had (eager only for export)
-    own = transformers["full"].model_.config._attn_implementation
-    assert own != "eager" and fused.base_.model_.config._attn_implementation == own
+    own = transformers["full"].network_.config._attn_implementation
+    assert own != "eager" and fused.base_.network_.config._attn_implementation == own
 
 
 @needs_ort
@@ -647,12 +649,12 @@ def test_onnx_export_follows_the_first_token_setting(transformers: dict[str, Any
     data = dozen_pairs()
     whole = copy.deepcopy(transformers["full"])
     whole.config = whole.config.model_copy(update={"first_token_last_layer": False})
-    n_layers = whole.model_.config.num_hidden_layers
+    n_layers = whole.network_.config.num_hidden_layers
     fused = {"first": compress(transformers["full"], [{**ORT_INT8[0], "fuse": True}])}
     fused["whole"] = compress(whole, [{**ORT_INT8[0], "fuse": True}])
     assert fused["whole"].transforms_[-1]["first_token_last_layer"] is False
     assert fused["whole"].transforms_[-1]["fused"]["Attention"] == n_layers  # every block fused
-    ops = [node.op_type for node in onnx.load_from_string(fused["whole"].base_.model_.onnx_bytes).graph.node]
+    ops = [node.op_type for node in onnx.load_from_string(fused["whole"].base_.network_.onnx_bytes).graph.node]
     assert ops.count("QAttention") == n_layers
     proba = {k: learner.predict_proba(data) for k, learner in fused.items()}
     assert np.abs(proba["first"] - proba["whole"]).max() < 0.03  # the same function, int8 rounding apart
@@ -782,7 +784,7 @@ def test_onnx_export_leaves_the_exported_model_in_eval_mode(transformers: dict[s
     from sizewise.compress.onnx import export_int8
 
     learner = copy.deepcopy(transformers["full"])
-    model = learner.model_
+    model = learner.network_
     export_int8(learner)
     assert not any(m.training for m in model.modules())
 

@@ -27,9 +27,8 @@ def test_shipped_config_parses(path: Path) -> None:
     names = [arm.name for arm in study.arms]
     assert len(names) == len(set(names))
     for arm in study.arms:
-        if arm.compress is not None:  # made from an earlier arm's model, by transforms that parse
-            assert arm.compress.source in names[: names.index(arm.name)]
-            assert [parse_step(s) for s in arm.compress.steps or []]
-        else:
-            assert arm.learner is not None
-            create_learner(arm.learner)  # every arm's learner spec builds (settings checked again)
+        if arm.arm_type == "compress":  # made from an earlier arm's model, by transforms that parse
+            assert arm.spec.source in names[: names.index(arm.name)]
+            assert [parse_step(s) for s in arm.spec.steps or []]
+        elif arm.arm_type == "learner":
+            create_learner(arm.spec)  # every arm's learner spec builds (settings checked again)

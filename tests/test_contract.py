@@ -6,17 +6,30 @@ Every kind is fitted once per label scheme on a dozen hand-written pairs with ti
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from conftest import TINY_SETTINGS, assert_round_trip, dozen_pairs
 from sizewise.data.labels import SCHEMES
 from sizewise.ensembles.aggregate import AGGREGATORS
 from sizewise.errors import ConfigError, ModelError
 from sizewise.learners import create_learner, learner_kinds, load_learner
+from sizewise.learners.base import (
+    LEARNERS,
+    BaseLearner,
+    check_is_fitted,
+    compressible_kinds,
+    learner_class,
+    register_learner,
+    spec_with_seed,
+)
+from sizewise.learners.network import NetworkLearner
 
 KINDS = learner_kinds()
 SCHEME_NAMES = ["nli3", "binary"]
@@ -78,6 +91,65 @@ def test_parameter_count(fitted: dict[str, Any]) -> None:
 
 def test_save_load_round_trip(fitted: dict[str, Any], tmp_path: Path) -> None:
     assert_round_trip(fitted["learner"], fitted["data"], tmp_path / "model")
+
+
+def test_every_kind_shares_the_base_learner(fitted: dict[str, Any]) -> None:
+    learner = fitted["learner"]
+    assert isinstance(learner, BaseLearner)
+    check_is_fitted(learner)
+    with pytest.raises(ModelError, match="not fitted yet"):
+        check_is_fitted(create_learner(_spec(fitted["kind"])))
+    proba, sections = learner.predict_with_sections(fitted["data"])
+    assert proba.shape[0] == len(fitted["data"]) and isinstance(sections, dict)
+
+
+def test_torch_learners_share_the_network_spine(fitted: dict[str, Any]) -> None:
+    """Compression, self-training and distillation reach a torch learner only through these pieces."""
+    learner, data = fitted["learner"], fitted["data"]
+    if not isinstance(learner, NetworkLearner):
+        pytest.skip(f"{fitted['kind']} learners have no network of their own")
+    assert isinstance(learner.network_, nn.Module) and learner.compressible
+    proba = learner.predict_proba(data)
+    encoded = learner.encode(data)
+    assert len(encoded) == len(data) and encoded.lengths.shape == (len(data),)
+    np.testing.assert_array_equal(encoded.labels, data.labels)
+    learner.network_.eval()
+    with torch.no_grad():
+        logits = learner.logits(encoded.batch(np.arange(len(data)), learner.device))
+    assert logits.shape == (len(data), SCHEMES[fitted["scheme"]].num_labels)
+    np.testing.assert_allclose(torch.softmax(logits.float(), dim=1).numpy(), proba, rtol=0, atol=1e-5)
+    assert learner.learning_rate > 0 and learner.max_grad_norm > 0
+    assert isinstance(learner.batch_size, int) and isinstance(learner.seed, int)
+
+
+def test_torch_learners_load_with_a_network_given(fitted: dict[str, Any], tmp_path: Path) -> None:
+    """``save(network=False)`` + ``load(network=...)``: how a network stored another way (compressed) comes back."""
+    learner, data = fitted["learner"], fitted["data"]
+    if not isinstance(learner, NetworkLearner):
+        pytest.skip(f"{fitted['kind']} learners have no network of their own")
+    learner.save(tmp_path / "model", network=False)
+    assert not list((tmp_path / "model").glob("*.safetensors"))
+    loaded = type(learner).load(tmp_path / "model", network=copy.deepcopy(learner.network_))
+    np.testing.assert_allclose(loaded.predict_proba(data), learner.predict_proba(data), rtol=0, atol=1e-6)
+
+
+def test_the_torch_kinds_are_network_learners() -> None:
+    network_kinds = [k for k in KINDS if issubclass(learner_class(k), NetworkLearner)]
+    assert network_kinds == ["bilstm", "transformer"]
+    assert compressible_kinds() == ["bilstm", "compressed", "ensemble", "transformer"]
+
+
+def test_spec_with_seed_sets_a_seed_where_the_kind_has_one() -> None:
+    assert spec_with_seed({"kind": "bilstm"}, 7, override=False) == {"kind": "bilstm", "seed": 7}
+    assert spec_with_seed({"kind": "bilstm", "seed": 1}, 7, override=False)["seed"] == 1
+    assert spec_with_seed({"kind": "bilstm", "seed": 1}, 7, override=True)["seed"] == 7
+    # A compressed learner's seed is optional (None: the base's own); an ensemble derives its members'.
+    assert spec_with_seed({"kind": "compressed"}, 7, override=False)["seed"] == 7
+
+
+def test_registering_a_kind_twice_fails_loudly() -> None:
+    with pytest.raises(ValueError, match="'bilstm' is already registered"):
+        register_learner("bilstm", LEARNERS["bilstm"].config_cls)(type("Other", (), {}))
 
 
 def test_load_with_missing_weights_is_a_model_error(fitted: dict[str, Any], tmp_path: Path) -> None:

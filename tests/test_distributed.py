@@ -48,7 +48,7 @@ learner = create_learner({
     "batch_size": 4, "gradient_accumulation": 2, "max_length": 32, "learning_rate": 1e-2, "device": "cpu",
 })
 learner.fit(keyword_pairs(48, seed=0))
-trained = {n: p.detach().numpy() for n, p in learner.model_.named_parameters() if p.requires_grad}
+trained = {n: p.detach().numpy() for n, p in learner.network_.named_parameters() if p.requires_grad}
 np.savez(Path(sys.argv[2]) / f"rank{os.environ['RANK']}.npz", steps=learner.history_[-1]["steps"], **trained)
 """
 

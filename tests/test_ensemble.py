@@ -188,6 +188,18 @@ def test_no_epoch_curve_without_monitor(train: Any, test_data: Any) -> None:
     assert ens.epoch_size_curve(test_data.labels) == {}
 
 
+def test_with_members_rebuilds_the_ensemble_around_new_members(curved: Any, test_data: Any) -> None:
+    reversed_members = list(reversed(curved.learners_))
+    spec = {**TINY_BILSTM, "hidden_size": 4}
+    other = curved.with_members(reversed_members, spec)
+    assert other is not curved and other.learners_ == reversed_members and other.config.base == spec
+    assert curved.config.base == curved.member_spec != spec  # the original is left as it was
+    np.testing.assert_array_equal(other.weights_, curved.weights_)
+    np.testing.assert_allclose(other.predict_proba(test_data), curved.predict_proba(test_data), atol=1e-12)
+    with pytest.raises(ValueError, match="cannot take 2"):
+        curved.with_members(reversed_members[:2], spec)
+
+
 def test_diversity_identity_on_fitted_members(curved: Any, test_data: Any) -> None:
     mp = curved.member_probas(test_data)
     div = curved.diversity(mp, test_data.labels)

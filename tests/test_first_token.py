@@ -12,8 +12,8 @@ import torch
 from conftest import TINY_TRANSFORMER, dozen_pairs
 from sizewise.compress import compress
 from sizewise.learners import create_learner
-from sizewise.learners import first_token as first_token_module
-from sizewise.learners.first_token import FIRST_TOKEN_TYPES, first_token_last_layer, last_layer
+from sizewise.learners.transformer import first_token as first_token_module
+from sizewise.learners.transformer.first_token import FIRST_TOKEN_TYPES, first_token_last_layer, last_layer
 
 SIZES = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 32}
 

@@ -19,7 +19,7 @@ from conftest import SHARED_DATA, TINY_BILSTM, keyword_pairs, run_cli
 from sizewise.config import StudyConfig
 from sizewise.cost.energy import fmt_energy, set_tracker_factory
 from sizewise.report.plots import pareto_front
-from sizewise.report.render import load_results
+from sizewise.report.render import load_results, write_report
 from sizewise.report.tables import compare_arms, fmt_count, fmt_ratio, verdict
 from sizewise.study import run_study
 from test_cost import FakeTracker
@@ -58,9 +58,11 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     set_tracker_factory(FakeTracker)
     try:
-        return run_study(config)
+        run = run_study(config)
     finally:
         set_tracker_factory(None)
+    write_report(run)
+    return run
 
 
 class _Tables(HTMLParser):
@@ -117,46 +119,47 @@ def test_every_number_in_the_reports_is_the_result_files(run_dir: Path) -> None:
     assert _md_tables(md) == page.tables, "report.md and report.html must hold the same tables"
     quality, cost = (_rows_by_arm(t) for t in page.tables[:2])
     results = load_results(run_dir)
-    assert sorted(quality) == sorted(r["description"] for r in results)
+    assert sorted(quality) == sorted(r.description for r in results)
     for r in results:
-        q, c, m, ci, rc = quality[r["description"]], cost[r["description"]], r["metrics"], r["intervals"], r["cost"]
-        lo, hi = ci["accuracy"]
-        assert q["accuracy [95% CI]"] == f"{m['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]"
-        lo, hi = ci["f1_macro"]
-        assert q["F1 macro [95% CI]"] == f"{m['f1_macro']:.3f} [{lo:.3f}, {hi:.3f}]"
+        q, c, m, ci, rc = quality[r.description], cost[r.description], r.metrics, r.intervals, r.cost
+        lo, hi = ci.accuracy
+        assert q["accuracy [95% CI]"] == f"{m.accuracy:.3f} [{lo:.3f}, {hi:.3f}]"
+        lo, hi = ci.f1_macro
+        assert q["F1 macro [95% CI]"] == f"{m.f1_macro:.3f} [{lo:.3f}, {hi:.3f}]"
         for title, key in [
             ("F1 weighted", "f1_weighted"),
             ("precision macro", "precision_macro"),
             ("recall macro", "recall_macro"),
             ("ROC-AUC macro", "roc_auc_macro"),
         ]:
-            assert q[title] == f"{m[key]:.3f}"
-        assert q["params (trainable)"] == fmt_count(rc["parameters_total"])
-        assert c["train energy"] == f"{rc['train_energy_kwh'] * 1000:.2f} Wh (est.)" == "2.00 Wh (est.)"
-        assert c["train CO2"] == f"{rc['train_co2_kg'] * 1000:.2f} g" == "1.00 g"
-        assert c["size on disk"] == f"{rc['size_on_disk_mb']:.1f} MB"
-        assert c["inference pairs/s (batch)"] == f"{rc['inference_pairs_per_s']:,.0f} ({rc['inference_batch_pairs']})"
-        assert c["latency p50 / p95"] == f"{rc['latency_p50_ms']:.1f} / {rc['latency_p95_ms']:.1f} ms"
-        assert c["peak memory"] == f"{rc['peak_rss_mb']:,.0f} MB"
+            assert q[title] == f"{m.get(key):.3f}"
+        assert q["params (trainable)"] == fmt_count(rc.parameters_total)
+        assert rc.train_energy_kwh is not None and rc.train_co2_kg is not None
+        assert c["train energy"] == f"{rc.train_energy_kwh * 1000:.2f} Wh (est.)" == "2.00 Wh (est.)"
+        assert c["train CO2"] == f"{rc.train_co2_kg * 1000:.2f} g" == "1.00 g"
+        assert c["size on disk"] == f"{rc.size_on_disk_mb:.1f} MB"
+        assert c["inference pairs/s (batch)"] == f"{rc.inference_pairs_per_s:,.0f} ({rc.inference_batch_pairs})"
+        assert c["latency p50 / p95"] == f"{rc.latency_p50_ms:.1f} / {rc.latency_p95_ms:.1f} ms"
+        assert c["peak memory"] == f"{rc.peak_rss_mb:,.0f} MB"
         # the confusion matrix table of this arm, row by row
-        labels = r["data"]["labels"]
+        labels = r.data.labels
         cm_table = next(t for t in page.tables if t[0] == ["", *labels] and len(t) == len(labels) + 1)
         assert cm_table  # at least one is found; each arm's is checked through its caption below
     html_text = (run_dir / "report.html").read_text()
     for r in results:
-        cm = r["confusion_matrix"]
-        caption = f"<caption>{r['description']}</caption>"
+        cm = r.confusion_matrix
+        caption = f"<caption>{r.description}</caption>"
         assert caption in html_text
         block = html_text.split(caption, 1)[1].split("</table>", 1)[0]
         cells = re.findall(r"<td>(\d+)</td>", block)
         assert [int(x) for x in cells] == [v for row in cm for v in row]
     # The verdict's differences are the paired differences of the result files.
-    best = max(results, key=lambda r: r["metrics"]["accuracy"])
+    best = max(results, key=lambda r: r.metrics.accuracy)
     for r in results:
         if r is best:
             continue
-        d = 100 * (r["metrics"]["accuracy"] - best["metrics"]["accuracy"])
-        assert f"{r['description']} is {abs(d):.1f} pts" in md
+        d = 100 * (r.metrics.accuracy - best.metrics.accuracy)
+        assert f"{r.description} is {abs(d):.1f} pts" in md
 
 
 def test_report_images_are_embedded_and_exist(run_dir: Path) -> None:
@@ -190,9 +193,11 @@ def quickstart_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("SIZEWISE_DATA", str(SHARED_DATA))
-            return run_study(StudyConfig.model_validate(raw))
+            run = run_study(StudyConfig.model_validate(raw))
     finally:
         set_tracker_factory(None)
+    write_report(run)
+    return run
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt install chromium)")
@@ -244,17 +249,15 @@ def test_ratio_and_energy_wording() -> None:
 def test_verdict_and_compare_agree_with_the_results(run_dir: Path) -> None:
     results = load_results(run_dir)
     lines = verdict(results)
-    best = max(results, key=lambda r: r["metrics"]["accuracy"])
-    assert lines[0].startswith(f"The most accurate arm is {best['description']}")
+    best = max(results, key=lambda r: r.metrics.accuracy)
+    assert lines[0].startswith(f"The most accurate arm is {best.description}")
     assert len(lines) == len(results) + 1
     for r in results:
         if r is best:
             continue
         cmp = compare_arms(r, best)
-        assert cmp["metrics"]["accuracy"]["difference"] == pytest.approx(
-            r["metrics"]["accuracy"] - best["metrics"]["accuracy"]
-        )
-        line = next(x for x in lines if x.startswith(f"{r['description']} is "))
+        assert cmp["metrics"]["accuracy"]["difference"] == pytest.approx(r.metrics.accuracy - best.metrics.accuracy)
+        line = next(x for x in lines if x.startswith(f"{r.description} is "))
         assert "1.0× " not in line and "same training energy" in line  # the fake tracker: 2 Wh each
 
 
@@ -286,11 +289,11 @@ def test_significance_matrix_is_the_mcnemar_test_of_every_pair(run_dir: Path) ->
 
     results = load_results(run_dir)
     header, rows = significance_matrix(results)
-    assert header == ["", *[r["arm"] for r in results]]
+    assert header == ["", *[r.arm for r in results]]
     for i, a in enumerate(results):
-        assert rows[i][0] == a["arm"] and rows[i][i + 1] == "·"
+        assert rows[i][0] == a.arm and rows[i][i + 1] == "·"
         for j, b in enumerate(results):
             if i == j:
                 continue
-            p = mcnemar_exact(a["predictions"]["y_true"], a["predictions"]["y_pred"], b["predictions"]["y_pred"])
+            p = mcnemar_exact(a.predictions.y_true, a.predictions.y_pred, b.predictions.y_pred)
             assert rows[i][j + 1] == rows[j][i + 1] == fmt_p(p["p_value"]) + (" *" if p["p_value"] < 0.05 else "")

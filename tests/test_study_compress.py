@@ -14,13 +14,16 @@ import pytest
 import yaml
 
 from conftest import TINY_BILSTM, keyword_pairs, run_cli
+from sizewise.arms.compress import measure_speed
+from sizewise.arms.lineage import cumulative_cost
 from sizewise.config import StudyConfig, parse_study
 from sizewise.cost.energy import set_tracker_factory
 from sizewise.cost.speed import SpeedError, side_by_side
 from sizewise.errors import ConfigError
 from sizewise.learners.base import load_learner
-from sizewise.report.render import load_results
-from sizewise.study import load_study_test, measure_speed, run_study
+from sizewise.report.render import load_results, write_report
+from sizewise.report.tables import verdict
+from sizewise.study import load_study_test, run_study
 from test_cost import FakeTracker
 from test_report import _md_tables, _rows_by_arm, _Tables, _write_tsv
 
@@ -60,9 +63,11 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyConfig, Path]:
     config = parse_study(_raw(folder))
     set_tracker_factory(FakeTracker)
     try:
-        return config, run_study(config)
+        run = run_study(config)
     finally:
         set_tracker_factory(None)
+    write_report(run)
+    return config, run
 
 
 def test_a_sweep_becomes_one_arm_per_setting(study: tuple[StudyConfig, Path]) -> None:
@@ -75,8 +80,8 @@ def test_a_sweep_becomes_one_arm_per_setting(study: tuple[StudyConfig, Path]) ->
         "wide-units",
     ]  # fmt: skip
     arm = config.arm("wide-c-p50-int8")
-    assert arm.compress is not None and arm.compress.source == "wide"
-    assert arm.compress.steps == [
+    assert arm.arm_type == "compress" and arm.spec.source == "wide"
+    assert arm.spec.steps == [
         {"transform": "prune", "sparsity": 0.5, "method": "global_magnitude"},
         {"transform": "quantize_int8"},
     ]
@@ -89,20 +94,21 @@ def test_a_sweep_becomes_one_arm_per_setting(study: tuple[StudyConfig, Path]) ->
 
 def test_compress_arms_hold_the_compressed_models(study: tuple[StudyConfig, Path]) -> None:
     _, run = study
-    results = {r["arm"]: r for r in load_results(run)}
+    results = {r.arm: r for r in load_results(run)}
     wide = results["wide"]
     for name, sparsity in [("wide-c-p50", 0.5), ("wide-c-p90", 0.9)]:
         r = results[name]
-        assert r["config"]["compress"]["from"] == "wide"
+        assert r.arm_type == "compress" and r.config.block["from"] == "wide"
         learner = load_learner(run / name / "model")
         record = next(t for t in learner.transforms_ if t["transform"] == "prune")
         assert record["reached"] == pytest.approx(sparsity, abs=0.01)
-        assert r["cost"]["parameters_nonzero"] < r["cost"]["parameters_total"] == wide["cost"]["parameters_total"]
+        assert r.cost.parameters_nonzero is not None
+        assert r.cost.parameters_nonzero < r.cost.parameters_total == wide.cost.parameters_total
         # the saved model predicts the result file's predictions
         from sizewise.data.catalog import load_pairs
 
-        test = load_pairs(r["data"]["test"]["source"], scheme="nli3")
-        assert learner.predict_proba(test).argmax(1).tolist() == r["predictions"]["y_pred"]
+        test = load_pairs(r.data.test.source, scheme="nli3")
+        assert learner.predict_proba(test).argmax(1).tolist() == r.predictions.y_pred
     weights = {
         name: (run / name / "model" / "compressed.safetensors").stat().st_size
         for name in results
@@ -113,13 +119,15 @@ def test_compress_arms_hold_the_compressed_models(study: tuple[StudyConfig, Path
     fp32 = (run / "wide" / "model" / "model.safetensors").stat().st_size
     assert weights["wide-c-int8"] < 0.5 * fp32
     quantized = load_learner(run / "wide-c-int8" / "model")
-    assert any(m.__class__.__module__.startswith("torch.ao.nn.quantized") for m in quantized.base_.net_.modules())
+    assert any(m.__class__.__module__.startswith("torch.ao.nn.quantized") for m in quantized.base_.network_.modules())
     # an ensemble's members are compressed each, and its size curve / diversity still computed
     ens = results["ens-c-p70-int8"]
-    assert len(ens["members"]["accuracy"]) == 2 and "diversity" in ens
+    assert ens.members is not None and len(ens.members.accuracy) == 2 and ens.diversity is not None
+    assert ens.members.train_seconds is None  # compressed from the saved ensemble: not fitted here
+    assert ens.curves.size is not None and ens.curves.epoch_size is None
     # structured pruning shrinks the LSTM, then the recover step trains on the study's train pairs
     units = load_learner(run / "wide-units" / "model")
-    assert units.base_.net_.encoder.hidden_size == 12
+    assert units.base_.network_.encoder.hidden_size == 12
     assert [t["transform"] for t in units.transforms_] == ["prune_structured", "recover"]
 
 
@@ -131,21 +139,21 @@ def test_the_report_has_the_compression_table_and_curve(study: tuple[StudyConfig
     assert _md_tables(md) == page.tables
     table = next(t for t in page.tables if t[0][:3] == ["arm", "from", "transforms"])
     rows = _rows_by_arm(table)
-    results = {r["description"]: r for r in load_results(run)}
-    compressed = [r for r in results.values() if r["config"].get("compress")]
-    assert sorted(rows) == sorted(r["description"] for r in compressed)
+    results = {r.description: r for r in load_results(run)}
+    compressed = [r for r in results.values() if r.arm_type == "compress"]
+    assert sorted(rows) == sorted(r.description for r in compressed)
     for desc, row in rows.items():
         r = results[desc]
-        src = next(x for x in results.values() if x["arm"] == r["config"]["compress"]["from"])
-        assert row["from"] == src["description"]
-        lo, hi = r["intervals"]["accuracy"]
-        assert row["accuracy [95% CI]"] == f"{r['metrics']['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]"
-        d = 100 * (r["metrics"]["accuracy"] - src["metrics"]["accuracy"])
+        src = next(x for x in results.values() if x.arm == r.config.block["from"])
+        assert row["from"] == src.description
+        lo, hi = r.intervals.accuracy
+        assert row["accuracy [95% CI]"] == f"{r.metrics.accuracy:.3f} [{lo:.3f}, {hi:.3f}]"
+        d = 100 * (r.metrics.accuracy - src.metrics.accuracy)
         assert row["Δ accuracy"] == f"{d:+.1f} pts"
-        assert row["size on disk"] == f"{r['cost']['size_on_disk_mb']:.1f} MB"
-        ratio = r["cost"]["size_on_disk_mb"] / src["cost"]["size_on_disk_mb"]
+        assert row["size on disk"] == f"{r.cost.size_on_disk_mb:.1f} MB"
+        ratio = r.cost.size_on_disk_mb / src.cost.size_on_disk_mb
         assert row["size ratio"] == f"{ratio:.2f}×"
-        speed = r["cost"]["inference_pairs_per_s"] / src["cost"]["inference_pairs_per_s"]
+        speed = r.cost.inference_pairs_per_s / src.cost.inference_pairs_per_s
         assert row["speed-up"] == f"{speed:.2f}×"
     assert rows["wide BiLSTM p90-int8"]["transforms"] == "prune 90% → int8"
     assert (run / "accuracy_vs_size_on_disk.png").is_file()
@@ -168,13 +176,13 @@ def test_finished_compress_arms_are_reused_until_their_source_changes(
     new = parse_study(changed)
     for arm in new.arms:
         same = new.arm_fingerprint(arm) == config.arm_fingerprint(config.arm(arm.name))
-        from_wide = arm.name == "wide" or (arm.compress is not None and arm.compress.source == "wide")
+        from_wide = arm.name == "wide" or (arm.arm_type == "compress" and arm.spec.source == "wide")
         assert same != from_wide, arm.name
 
 
 def test_a_compress_arm_needs_its_source_run_first(tmp_path: Path) -> None:
     config = parse_study(_raw(tmp_path))
-    with pytest.raises(ConfigError, match=r"arm wide-c-p50: compresses arm wide, .* run it first \(--arm wide\)"):
+    with pytest.raises(ConfigError, match=r"arm wide-c-p50: is made from arm wide, .* run it first \(--arm wide\)"):
         run_study(config, arms=["wide-c-p50"])
     assert not (tmp_path / "run" / "wide-c-p50").exists()
 
@@ -191,10 +199,14 @@ def test_a_compress_arm_needs_its_source_run_first(tmp_path: Path) -> None:
         ({"name": "c", "compress": {"from": "wide", "sparsity": [1.0]}}, "levels must lie in [0, 1)"),
         ({"name": "c", "compress": {"from": "wide", "steps": [{"transform": "prune", "sparsity": 2}]}}, "steps[0]"),
         ({"name": "c", "compress": {"from": "wide", "steps": [{"transform": "melt"}]}}, "steps[0]"),
-        ({"name": "c", "learner": TINY_BILSTM, "compress": {"from": "wide", "sparsity": [0.5]}}, "either a learner"),
-        ({"name": "c"}, "either a learner or a compress block"),
+        (
+            {"name": "c", "learner": TINY_BILSTM, "compress": {"from": "wide", "sparsity": [0.5]}},
+            "arms[1]: Value error, an arm has exactly one of the blocks learner, compress, majority",
+        ),
+        ({"name": "c"}, "an arm has exactly one of the blocks"),
+        ({"name": "c", "compres": {"from": "wide", "sparsity": [0.5]}}, "arms[1].compres: unknown setting"),
         ({"name": "wide-c", "compress": {"from": "wide", "sparsity": [0.5]}}, None),
-        ({"name": "c", "compress": {"from": "wide", "sparsity": [0.5], "source": "x"}}, "source"),
+        ({"name": "c", "compress": {"from": "wide", "sparsity": [0.5], "source": "x"}}, "compress.source: unknown"),
     ],
 )
 def test_bad_compress_arms_are_named(arm: dict[str, Any], message: str | None, tmp_path: Path) -> None:
@@ -211,7 +223,7 @@ def test_bad_compress_arms_are_named(arm: dict[str, Any], message: str | None, t
 def test_a_sweep_name_taken_by_another_arm_is_refused(tmp_path: Path) -> None:
     raw = _raw(tmp_path)
     raw["arms"].append({"name": "wide-c-p50", "learner": TINY_BILSTM})
-    with pytest.raises(ConfigError, match="'wide-c-p50' is made by a compress sweep"):
+    with pytest.raises(ConfigError, match="'wide-c-p50' is made by a sweep"):
         parse_study(raw)
 
 
@@ -225,9 +237,9 @@ def test_a_compress_arm_from_a_later_arm_is_refused(tmp_path: Path) -> None:
 def test_only_a_compressible_kind_can_be_a_source() -> None:
     from sizewise.config import ArmConfig
 
-    arm = ArmConfig(name="x", learner={"kind": "mystery"})
-    assert arm.kind == "mystery"
-    with pytest.raises(ValueError, match="'mystery' learner, which cannot be compressed"):
+    arm = ArmConfig(name="x", majority={})
+    assert arm.kind == "majority"
+    with pytest.raises(ValueError, match="'majority' learner, which cannot be compressed"):
         StudyConfig.model_validate(
             {
                 "name": "s",
@@ -238,22 +250,21 @@ def test_only_a_compressible_kind_can_be_a_source() -> None:
 
 
 def test_a_compressed_model_costs_its_source_training_too(study: tuple[StudyConfig, Path]) -> None:
-    from sizewise.report.tables import cumulative_cost, verdict
-
     _, run = study
     results = load_results(run)
-    by_arm = {r["arm"]: r for r in results}
+    by_arm = {r.arm: r for r in results}
     key = "train_energy_kwh"
     p50, wide = by_arm["wide-c-p50"], by_arm["wide"]
-    assert cumulative_cost(wide, by_arm, key) == wide["cost"][key]
-    assert cumulative_cost(p50, by_arm, key) == pytest.approx(wide["cost"][key] + p50["cost"][key])
+    assert wide.cost.train_energy_kwh is not None and p50.cost.train_energy_kwh is not None
+    assert cumulative_cost(wide, by_arm, key) == wide.cost.train_energy_kwh
+    assert cumulative_cost(p50, by_arm, key) == pytest.approx(wide.cost.train_energy_kwh + p50.cost.train_energy_kwh)
     assert cumulative_cost(p50, by_arm, "no_such_cost") is None
     # the verdict's energy ratios use it: with the fake tracker every arm spends the same, so a compress
     # arm costs twice what a trained arm does, whichever of them is the most accurate
     lines = " ".join(verdict(results))
-    best = max(results, key=lambda r: r["metrics"]["accuracy"])
-    if best["config"].get("compress"):
-        assert f"{wide['description']} is" in lines and "2.0× less training energy" in lines
+    best = max(results, key=lambda r: r.metrics.accuracy)
+    if best.arm_type == "compress":
+        assert f"{wide.description} is" in lines and "2.0× less training energy" in lines
     else:
         assert "2.0× more training energy" in lines
 
@@ -267,7 +278,7 @@ def test_a_sweep_can_recover_after_pruning(tmp_path: Path) -> None:
     ]  # fmt: skip
     (arm,) = parse_study(raw).arms[1:]
     assert arm.name == "r-p50-int8"
-    assert arm.compress is not None and arm.compress.steps == [
+    assert arm.spec.steps == [
         {"transform": "prune", "sparsity": 0.5, "method": "global_magnitude"},
         {"transform": "recover", "epochs": 2, "pairs": 40},
         {"transform": "quantize_int8"},
@@ -282,22 +293,23 @@ def test_compress_arms_are_timed_side_by_side_with_their_source(
     shutil.copytree(run, copied)
     measured = measure_speed(config, output=copied, arms=["wide-c-p50-int8", "ens-c-p70-int8"], rounds=2, pairs=16)
     assert list(measured) == ["wide-c-p50-int8", "ens-c-p70-int8"]
-    results = {r["arm"]: r for r in load_results(copied)}
+    write_report(copied)
+    results = {r.arm: r for r in load_results(copied)}
     for name, source in [("wide-c-p50-int8", "wide"), ("ens-c-p70-int8", "ens")]:
-        side = results[name]["cost"]["speed_vs_source"]
-        assert side == measured[name]  # returned as written
-        assert side["source"] == source and side["rounds"] == 2 and side["pairs"] == 16 and side["isolated"]
-        lo, hi = side["range"]
-        assert 0 < lo <= side["ratio"] <= hi
-        assert set(side["medians"]) == {name, source} and side["medians"][source]["pairs_per_s"] > 0
-    assert "speed_vs_source" not in results["wide-c-p50"]["cost"]  # only the arms asked for
+        side = results[name].cost.speed_vs_source
+        assert side is not None and side == measured[name]  # returned as written
+        assert side.source == source and side.rounds == 2 and side.pairs == 16 and side.isolated
+        lo, hi = side.range
+        assert 0 < lo <= side.ratio <= hi
+        assert set(side.medians) == {name, source} and side.medians[source]["pairs_per_s"] > 0
+    assert results["wide-c-p50"].cost.speed_vs_source is None  # only the arms asked for
     # the report marks the side-by-side speed-ups; the others still divide the arms' own throughputs
     md = (copied / "report.md").read_text()
     table = _rows_by_arm(_md_tables(md)[len(_md_tables(md.split("## Compression", 1)[0]))])
-    ratio = results["wide-c-p50-int8"]["cost"]["speed_vs_source"]["ratio"]
-    assert table[results["wide-c-p50-int8"]["description"]]["speed-up"] == f"{ratio:.2f}× ‡"
-    other = results["wide-c-p50"]["cost"]["inference_pairs_per_s"] / results["wide"]["cost"]["inference_pairs_per_s"]
-    assert table[results["wide-c-p50"]["description"]]["speed-up"] == f"{other:.2f}×"
+    ratio = measured["wide-c-p50-int8"].ratio
+    assert table[results["wide-c-p50-int8"].description]["speed-up"] == f"{ratio:.2f}× ‡"
+    other = results["wide-c-p50"].cost.inference_pairs_per_s / results["wide"].cost.inference_pairs_per_s
+    assert table[results["wide-c-p50"].description]["speed-up"] == f"{other:.2f}×"
     # through the command line
     study_file = tmp_path / "study.yaml"
     study_file.write_text(yaml.safe_dump(json.loads((run / "study.json").read_text())), encoding="utf-8")

@@ -15,15 +15,14 @@ from sizewise.compress import compress
 from sizewise.data.io import read_pairs
 from sizewise.errors import ConfigError, ModelError
 from sizewise.learners import create_learner, load_learner
-from sizewise.learners import transformer as transformer_module
-from sizewise.learners.bilstm import length_bucketed_batches
+from sizewise.learners.training import length_bucketed_batches
 from sizewise.learners.transformer import (
     TransformerLearner,
-    _Encoded,
     adapter_is_merged,
     default_target_modules,
     resolve_model,
 )
+from sizewise.learners.transformer import learner as transformer_learner_module
 
 
 def _learner(model: Path, **settings: Any) -> TransformerLearner:
@@ -88,15 +87,14 @@ def test_adapter_is_merged_for_prediction_and_still_saved_as_an_adapter(
 ) -> None:
     data = dozen_pairs()
     learner = _learner(tiny_bert, mode=mode, epochs=2).fit(data)
-    assert not adapter_is_merged(learner.model_)
-    value = learner.model_.base_model.model.bert.encoder.layer[0].attention.self.value
+    assert not adapter_is_merged(learner.network_)
+    value = learner.network_.base_model.model.bert.encoder.layer[0].attention.self.value
     frozen = value.base_layer.weight.detach().clone()
     # The adapter applied beside the frozen weights, as in training:
-    enc = _Encoded(learner.tokenizer_, data, learner._max_length())
-    beside = learner._predict(enc, torch.device("cpu"), None)
+    beside = learner.predict_encoded(learner.encode(data))
     learner.save(tmp_path / "before")
     merged = learner.predict_proba(data)
-    assert adapter_is_merged(learner.model_)
+    assert adapter_is_merged(learner.network_)
     np.testing.assert_allclose(merged, beside, rtol=0, atol=1e-5)
     # Saving after prediction writes the same adapter, which loads with plain peft.
     learner.save(tmp_path / "after")
@@ -107,7 +105,7 @@ def test_adapter_is_merged_for_prediction_and_still_saved_as_an_adapter(
     folded = value.base_layer.weight.detach().clone()
     assert not torch.allclose(folded, frozen)
     plain = compress(learner, [{"transform": "prune", "sparsity": 0.0}])
-    torch.testing.assert_close(plain.base_.model_.bert.encoder.layer[0].attention.self.value.weight, folded)
+    torch.testing.assert_close(plain.base_.network_.bert.encoder.layer[0].attention.self.value.weight, folded)
     np.testing.assert_allclose(plain.predict_proba(data), merged, rtol=0, atol=1e-5)
 
 
@@ -132,11 +130,11 @@ def test_head_and_adapter_weights_change_in_lora_training(tiny_bert: Path, monke
 
     def spy(self: TransformerLearner, scheme: Any) -> None:
         build(self, scheme)
-        built.update({n: p.detach().clone() for n, p in self.model_.named_parameters()})
+        built.update({n: p.detach().clone() for n, p in self.network_.named_parameters()})
 
     monkeypatch.setattr(TransformerLearner, "_build", spy)
     learner = _learner(tiny_bert, epochs=2).fit(dozen_pairs())
-    after = dict(learner.model_.named_parameters())
+    after = dict(learner.network_.named_parameters())
     changed = {n for n, p in after.items() if not torch.equal(p.detach(), built[n])}
     assert any("classifier.modules_to_save" in n for n in changed), "the classifier head was not trained"
     assert any("lora_B" in n for n in changed)
@@ -180,7 +178,7 @@ def test_batch_order_reaches_the_training_loop(
         seen.append(how)
         return length_bucketed_batches(lengths, batch_size, rng, how)
 
-    monkeypatch.setattr(transformer_module, "length_bucketed_batches", spy)
+    monkeypatch.setattr(transformer_learner_module, "length_bucketed_batches", spy)
     settings = {} if order is None else {"batch_order": order}
     _learner(tiny_bert, mode="full", epochs=2, **settings).fit(dozen_pairs())
     assert seen == [order or "random"] * 2
@@ -263,8 +261,8 @@ def test_num_layers_keeps_the_first_layers(mode: str, tiny_bert: Path, tmp_path:
     data = dozen_pairs()
     whole = _learner(tiny_bert, mode=mode, epochs=1).fit(data)
     cut = _learner(tiny_bert, mode=mode, epochs=1, num_layers=1).fit(data)
-    layers = cut.model_.base_model.model.bert.encoder.layer if mode == "lora" else cut.model_.bert.encoder.layer
-    assert len(layers) == 1 and cut.model_.config.num_hidden_layers == 1
+    layers = cut.network_.base_model.model.bert.encoder.layer if mode == "lora" else cut.network_.bert.encoder.layer
+    assert len(layers) == 1 and cut.network_.config.num_hidden_layers == 1
     assert cut.parameter_count()["total"] < whole.parameter_count()["total"]
     proba = cut.predict_proba(data)
     cut.save(tmp_path / "cut")

@@ -1,4 +1,8 @@
-"""The ``sizewise`` command: parses, calls the library, prints. No logic of its own."""
+"""The ``sizewise`` command: parses, calls the library, prints. No logic of its own.
+
+Commands that need torch, scipy or matplotlib (training, scoring, reports) import those parts of the
+library when they run, so that ``sizewise --help``, ``data info`` and ``study check`` start in a moment.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,16 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from sizewise import __version__
+from sizewise.config import load_study
+from sizewise.data.catalog import fetch_dataset, load_pairs
+from sizewise.data.info import describe, format_description
+from sizewise.data.io import read_pairs
+from sizewise.data.sampling import sample_subset
+from sizewise.distributed import is_main_process
 from sizewise.errors import ConfigError, SizewiseError
+from sizewise.files import atomic_write_text
+from sizewise.learners.base import create_learner, load_learner, read_learner_meta
+from sizewise.learners.describe import builtin_kinds, replace_block, settings_rows, settings_tables
 from sizewise.progress import set_quiet
 
 app = typer.Typer(
@@ -65,7 +78,6 @@ def data_fetch(
     force: Annotated[bool, typer.Option(help="Download again even if present.")] = False,
 ) -> None:
     """Download a dataset from its canonical source into the data home."""
-    from sizewise.data.catalog import fetch_dataset
 
     folder = fetch_dataset(name, home, force=force)
     out.print(f"{name}: ready in {folder}")
@@ -77,8 +89,6 @@ def data_info(
     scheme: Annotated[str | None, typer.Option(help="Label scheme to read it under.")] = None,
 ) -> None:
     """Rows, label distribution and sentence lengths of a file or dataset split."""
-    from sizewise.data.catalog import load_pairs
-    from sizewise.data.info import describe, format_description
 
     out.print(format_description(describe(load_pairs(source, scheme=scheme))), highlight=False)
 
@@ -99,14 +109,14 @@ def _print_table(run_dir: Path, order: list[str] | None = None) -> None:
         title=str(run_dir),
     )
     for r in results:
-        m, ci = r["metrics"], r["intervals"]
+        m, ci = r.metrics, r.intervals
         table.add_row(
-            r["description"],
-            fmt_params(r["cost"]),
-            f"{m['accuracy']:.3f} [{ci['accuracy'][0]:.3f}, {ci['accuracy'][1]:.3f}]",
-            f"{m['f1_macro']:.3f} [{ci['f1_macro'][0]:.3f}, {ci['f1_macro'][1]:.3f}]",
-            fmt_number(m.get("roc_auc_macro")),
-            fmt_seconds(r["cost"]["train_seconds"]),
+            r.description,
+            fmt_params(r.cost),
+            f"{m.accuracy:.3f} [{ci.accuracy[0]:.3f}, {ci.accuracy[1]:.3f}]",
+            f"{m.f1_macro:.3f} [{ci.f1_macro[0]:.3f}, {ci.f1_macro[1]:.3f}]",
+            fmt_number(m.roc_auc_macro),
+            fmt_seconds(r.cost.train_seconds),
         )
     out.print(table)
 
@@ -126,15 +136,19 @@ def study_run(
     force: Annotated[bool, typer.Option(help="Redo arms that finished earlier.")] = False,
 ) -> None:
     """Train and score every arm, write result JSON per arm and report.md; resumes if interrupted."""
-    from sizewise.config import load_study
+    from sizewise.report.render import write_report
     from sizewise.study import run_study
 
     study = load_study(config)
     _check_arms(config, study, arm)
     # Relative data paths are the study file's, as `study check` reads them, not the working folder's.
     run_dir = run_study(study, output=output, force=force, arms=arm, base=config.parent)
-    _print_table(run_dir, [a.name for a in study.arms])
-    _print_verdict(run_dir, [a.name for a in study.arms])
+    if not is_main_process():  # the other processes of an accelerate / torchrun launch only help train
+        return
+    order = [a.name for a in study.arms]
+    write_report(run_dir, baseline=study.evaluation.baseline or order[0], order=order)
+    _print_table(run_dir, order)
+    _print_verdict(run_dir, order)
 
 
 @study_app.command("speed")
@@ -147,21 +161,22 @@ def study_speed(
 ) -> None:
     """Measure finished compress arms against the trained arm they come from, side by side, each
     model in a process of its own; the speed-up goes into the result files and the report."""
-    from sizewise.config import load_study
-    from sizewise.study import measure_speed
+    from sizewise.arms.compress import measure_speed
+    from sizewise.report.render import write_report
 
     study = load_study(config)
     _check_arms(config, study, arm)
     measured = measure_speed(study, output=output, base=config.parent, arms=arm, rounds=rounds, pairs=pairs)
+    order = [a.name for a in study.arms]
+    write_report(output or study.output, baseline=study.evaluation.baseline or order[0], order=order)
     for name, s in measured.items():
-        lo, hi = s["range"]
-        out.print(f"{name}: {s['ratio']:.2f}× ({lo:.2f}–{hi:.2f}) the pairs/s of {s['source']}, {s['rounds']} rounds")
+        lo, hi = s.range
+        out.print(f"{name}: {s.ratio:.2f}× ({lo:.2f}–{hi:.2f}) the pairs/s of {s.source}, {s.rounds} rounds")
 
 
 @study_app.command("check")
 def study_check(config: Annotated[Path, typer.Argument(help="Study YAML file.")]) -> None:
     """Validate a study file and list its arms, without training anything."""
-    from sizewise.config import load_study
 
     study = load_study(config)
     out.print(f"{config}: valid · {len(study.arms)} arms: {', '.join(a.name for a in study.arms)}")
@@ -197,7 +212,7 @@ def compare(
         cmp = compare_arms(ra, rb, seed=seed)
     except ValueError as exc:
         raise SizewiseError(str(exc)) from None
-    name_a, name_b = f"A: {ra['description']}", f"B: {rb['description']}"
+    name_a, name_b = f"A: {ra.description}", f"B: {rb.description}"
     table = Table("metric", name_a, name_b, "A − B [95% CI]", "bootstrap p", title=f"{cmp['pairs']:,} test pairs")
     for metric, m in cmp["metrics"].items():
         lo, hi = m["interval"]
@@ -265,10 +280,6 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of the subset.")] = 0,
 ) -> None:
     """Train one learner and save it (safetensors + JSON)."""
-    from sizewise.data.catalog import load_pairs
-    from sizewise.data.sampling import sample_subset
-    from sizewise.distributed import is_main_process
-    from sizewise.learners.base import create_learner
 
     spec = {"kind": learner, **_parse_settings(setting, config)}
     model = create_learner(spec)
@@ -292,10 +303,8 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ) -> None:
     """Score a saved model: the six metrics, intervals, confusion matrix."""
-    from sizewise.data.catalog import load_pairs
     from sizewise.evaluation.metrics import METRIC_NAMES, compute_metrics, confusion_matrix
     from sizewise.evaluation.stats import bootstrap_intervals
-    from sizewise.learners.base import load_learner, read_learner_meta
 
     meta = read_learner_meta(model_dir)
     model = load_learner(model_dir)
@@ -324,9 +333,6 @@ def predict(
     fmt: Annotated[str, typer.Option("--format", help="Input format for stdin: tsv, csv or jsonl.")] = "tsv",
 ) -> None:
     """Label pairs: one line per pair with the label and every class probability (TSV)."""
-    from sizewise.data.io import read_pairs
-    from sizewise.files import atomic_write_text
-    from sizewise.learners.base import load_learner, read_learner_meta
 
     meta = read_learner_meta(model_dir)
     model = load_learner(model_dir)
@@ -349,6 +355,33 @@ def predict(
     else:
         atomic_write_text(output, text)
         err.print(f"wrote {len(pairs):,} predictions to {output}")
+
+
+# -- learners -----------------------------------------------------------------------------------
+@app.command("learners")
+def learners(
+    kind: Annotated[str | None, typer.Argument(help="One learner kind (default: every built-in kind).")] = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown tables instead.")] = False,
+    write: Annotated[
+        Path | None, typer.Option(help="Replace the learner-settings block of this Markdown file (README.md).")
+    ] = None,
+) -> None:
+    """The learner kinds and their settings: name, default and what each does (one line each with --markdown)."""
+    # Listing the settings imports every learner kind (torch, transformers): only this command pays for it.
+
+    kinds = [kind] if kind else builtin_kinds()
+    if write is not None:
+        atomic_write_text(write, replace_block(write.read_text(encoding="utf-8"), settings_tables(kinds), str(write)))
+        err.print(f"wrote the learner settings of {', '.join(kinds)} to {write}")
+        return
+    if markdown:
+        sys.stdout.write(settings_tables(kinds) + "\n")
+        return
+    for name in kinds:
+        table = Table("setting", "default", "what it does", title=name, title_justify="left")
+        for setting, default, what in settings_rows(name, full=True):
+            table.add_row(setting, default, what)
+        out.print(table, markup=False)
 
 
 def main() -> None:

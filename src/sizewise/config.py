@@ -6,15 +6,26 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
+from sizewise.arms.registry import ArmType, arm_type_names, find_arm_type, get_arm_type
 from sizewise.cost.energy import EnergySettings
+from sizewise.data.catalog import DATASETS
 from sizewise.data.labels import SCHEMES
 from sizewise.errors import ConfigError
-from sizewise.learners.base import format_validation_error, learner_spec_problems
+from sizewise.learners.base import format_validation_error
 
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -57,99 +68,16 @@ class EvaluationConfig(_Strict):
     baseline: str | None = Field(None, description="Arm every other arm is tested against (default: the first).")
 
 
-#: Learner kinds whose trained models a compress arm can start from.
-COMPRESSIBLE_KINDS = ("bilstm", "transformer", "ensemble", "compressed")
+class ArmConfig(BaseModel):
+    """One line of the study: a name, a description, and one arm type's block under that type's key
+    (``learner: {...}``, ``compress: {...}``, ``majority: {}``; see :mod:`sizewise.arms`)."""
 
-
-class CompressArmConfig(_Strict):
-    """A compress arm: another arm's trained model, pruned and / or quantized.
-
-    Either ``steps`` (one arm, the transforms in order) or a sweep: ``sparsity`` levels crossed with
-    ``int8`` (each becomes its own arm, named ``<name>-p50``, ``<name>-p50-int8``, ``<name>-int8``).
-    """
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
-
-    source: str = Field(alias="from", description="The arm whose trained model is compressed (an earlier arm).")
-    steps: list[dict[str, Any]] | None = Field(
-        None,
-        description="Transforms in order: {transform: prune, sparsity, method}, {transform: prune_structured, "
-        "fraction}, {transform: prune_heads, fraction}, {transform: recover, epochs}, {transform: quantize_int8}.",
-    )
-    sparsity: list[float] | None = Field(
-        None, description="Sweep: global magnitude pruning levels in [0, 1); 0 = not pruned."
-    )
-    int8: list[bool] = Field([False, True], description="Sweep: each level without and / or with int8 quantization.")
-    method: Literal["global_magnitude", "layer_magnitude"] = Field(
-        "global_magnitude", description="Sweep: how the pruned weights are picked."
-    )
-    recover_epochs: int = Field(0, ge=0, description="Sweep: fine-tuning epochs after pruning (0 = none).")
-    recover_pairs: int | None = Field(
-        None, ge=1, description="Sweep: fine-tune on a random subset of this many training pairs (None: all)."
-    )
-
-    @model_validator(mode="after")
-    def _one_form(self) -> CompressArmConfig:
-        from sizewise.compress.transforms import parse_step
-
-        if (self.steps is None) == (self.sparsity is None):
-            raise ValueError("give either steps (one arm) or sparsity (a sweep)")
-        if self.steps is not None:
-            if not self.steps:
-                raise ValueError("steps: at least one transform")
-            problems = []
-            for i, step in enumerate(self.steps):
-                try:
-                    parse_step(step)
-                except ConfigError as exc:
-                    problems.extend(f"steps[{i}]: {p}" for p in exc.problems)
-            if problems:
-                raise ValueError("; ".join(problems))
-        else:
-            assert self.sparsity is not None
-            bad = [s for s in self.sparsity if not 0.0 <= s < 1.0]
-            if bad:
-                raise ValueError(f"sparsity: levels must lie in [0, 1), got {bad}")
-            if not self.int8:
-                raise ValueError("int8: list false, true or both")
-        return self
-
-    def expand(self, name: str) -> list[tuple[str, list[dict[str, Any]]]]:
-        """The arms this spec makes: ``(arm name, steps)`` pairs."""
-        if self.steps is not None:
-            return [(name, [dict(s) for s in self.steps])]
-        out = []
-        for level in dict.fromkeys(self.sparsity or []):
-            for quantize in dict.fromkeys(self.int8):
-                if level == 0 and not quantize:
-                    continue  # that is the source arm itself
-                steps: list[dict[str, Any]] = []
-                suffix = ""
-                if level > 0:
-                    steps.append({"transform": "prune", "sparsity": level, "method": self.method})
-                    if self.recover_epochs:
-                        recover: dict[str, Any] = {"transform": "recover", "epochs": self.recover_epochs}
-                        if self.recover_pairs is not None:
-                            recover["pairs"] = self.recover_pairs
-                        steps.append(recover)
-                    suffix += f"-p{round(level * 100)}"
-                if quantize:
-                    steps.append({"transform": "quantize_int8"})
-                    suffix += "-int8"
-                out.append((name + suffix, steps))
-        return out
-
-
-class ArmConfig(_Strict):
-    """One line of the study: a named learner spec (its training budget lives in the spec), or a
-    compress arm made from another arm's trained model."""
+    model_config = ConfigDict(extra="allow")  # the arm type's block, checked by the type
 
     name: str = Field(description="Folder-safe name of the arm (letters, digits, . _ -).")
-    learner: dict[str, Any] | None = Field(None, description="Learner spec: {kind: bilstm|ensemble|..., settings...}.")
-    compress: CompressArmConfig | None = Field(
-        None, description="Instead of a learner: {from: arm, steps: [...]} or a sweep {from, sparsity, int8}."
-    )
     description: str | None = Field(None, description="A human label for tables (default: the name).")
+    _arm_type: str = PrivateAttr("")
+    _spec: Any = PrivateAttr(None)
 
     @field_validator("name")
     @classmethod
@@ -159,18 +87,47 @@ class ArmConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _learner_or_compress(self) -> ArmConfig:
-        if (self.learner is None) == (self.compress is None):
-            raise ValueError("an arm has either a learner or a compress block")
+    def _one_arm_type(self) -> ArmConfig:
+        blocks = {key: block for key, block in (self.model_extra or {}).items() if block is not None}
+        unknown = [key for key in blocks if find_arm_type(key) is None]
+        if unknown:
+            errors = [{"type": "extra_forbidden", "loc": (key,), "input": blocks[key]} for key in unknown]
+            raise ValidationError.from_exception_data("ArmConfig", errors)  # type: ignore[arg-type]
+        if len(blocks) != 1:
+            raise ValueError(f"an arm has exactly one of the blocks {', '.join(arm_type_names())} (its type)")
+        ((key, block),) = blocks.items()
+        self._arm_type = key
+        self._spec = get_arm_type(key).parse(block)
         return self
+
+    @model_serializer
+    def _as_written(self) -> dict[str, Any]:
+        return {"name": self.name, self.arm_type: self.type_.dump(self.spec), "description": self.description}
+
+    @property
+    def arm_type(self) -> str:
+        """The key of the arm's block: its type (``learner``, ``compress``, ...)."""
+        return self._arm_type
+
+    @property
+    def type_(self) -> ArmType:
+        """The arm's type."""
+        return get_arm_type(self._arm_type)
+
+    @property
+    def spec(self) -> Any:
+        """The arm's block, parsed by its type (a learner spec, a CompressArmConfig, ...)."""
+        return self._spec
 
     @property
     def kind(self) -> str:
-        """The learner kind the arm trains ('compressed' for a compress arm)."""
-        if self.compress is not None:
-            return "compressed"
-        assert self.learner is not None
-        return str(self.learner.get("kind"))
+        """The learner kind the arm's model is ('compressed' for a compress arm)."""
+        return self.type_.learner_kind(self.spec)
+
+
+#: The blocks every arm's fingerprint lists (null where absent): ArmConfig had exactly these two fields
+#: when sizewise.result/1 fingerprints were first computed, and finished arms must stay current.
+_FINGERPRINT_BLOCKS = ("learner", "compress")
 
 
 class StudyConfig(_Strict):
@@ -186,35 +143,21 @@ class StudyConfig(_Strict):
     description: str | None = Field(None, description="What the study asks, for the report.")
 
     @model_validator(mode="after")
-    def _expand_compress_sweeps(self) -> StudyConfig:
-        """Turn every compress sweep into its arms (each with explicit steps), then check sources."""
+    def _expand_arms(self) -> StudyConfig:
+        """Check every arm against the arms before it (a compress arm's source), then expand it (a
+        sweep becomes one arm per setting)."""
         arms: list[ArmConfig] = []
         problems: list[str] = []
         for arm in self.arms:
-            if arm.compress is None:
+            arm_type = arm.type_
+            earlier = {a.name: a.kind for a in arms}
+            problems.extend(f"arm {arm.name}: {p}" for p in arm_type.check(arm.spec, earlier))
+            made = arm_type.expand(arm.name, arm.description, arm.spec)
+            if made == [(arm.name, arm.description, arm.spec)]:
                 arms.append(arm)
                 continue
-            source = next((a for a in arms if a.name == arm.compress.source), None)
-            if source is None:
-                problems.append(
-                    f"arm {arm.name}: compress.from {arm.compress.source!r} is not the name of an earlier arm"
-                )
-            elif source.kind not in COMPRESSIBLE_KINDS:
-                problems.append(
-                    f"arm {arm.name}: arm {source.name} is a {source.kind!r} learner, which cannot be compressed"
-                )
-            specs = arm.compress.expand(arm.name)
-            for name, steps in specs:
-                label = arm.description or arm.name
-                if len(specs) > 1:
-                    label = f"{label} {name[len(arm.name) + 1 :]}"
-                arms.append(
-                    ArmConfig(
-                        name=name,
-                        description=label,
-                        compress=CompressArmConfig(source=arm.compress.source, steps=steps),
-                    )
-                )
+            for name, description, spec in made:
+                arms.append(ArmConfig.model_validate({"name": name, "description": description, arm.arm_type: spec}))
         if problems:
             raise ValueError("; ".join(problems))
         self.arms = arms
@@ -228,21 +171,23 @@ class StudyConfig(_Strict):
         raise KeyError(name)
 
     def arm_fingerprint(self, arm: ArmConfig) -> str:
-        """A hash of all that determines an arm's result: a finished arm is reused only if it matches."""
+        """A hash of all that determines an arm's result: a finished arm is reused only if it matches.
+        An arm made from other arms' models includes their fingerprints: a retrained source makes it stale."""
+        record = {"name": arm.name, **dict.fromkeys(_FINGERPRINT_BLOCKS), "description": arm.description}
+        record[arm.arm_type] = arm.type_.dump(arm.spec)
         payload: dict[str, Any] = {
-            "arm": arm.model_dump(),
+            "arm": record,
             "data": self.data.model_dump(),
             "seed": self.seed,
             "evaluation": self.evaluation.model_dump(exclude={"baseline"}),
         }
-        if arm.compress is not None:  # a retrained source makes its compressed versions stale
-            payload["source"] = self.arm_fingerprint(self.arm(arm.compress.source))
+        sources = [self.arm_fingerprint(self.arm(name)) for name in arm.type_.sources(arm.spec)]
+        if sources:
+            payload["source"] = sources[0] if len(sources) == 1 else sources
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _data_spec_problems(cfg: dict[str, Any], base: Path) -> list[str]:
-    from sizewise.data.catalog import DATASETS
-
     problems = []
     data = cfg.get("data")
     if not isinstance(data, dict):
@@ -274,8 +219,6 @@ def parse_study(raw: Any, source: str = "<study>", base: Path | None = None) -> 
     for i, arm in enumerate(arms):
         if not isinstance(arm, dict):
             continue
-        if arm.get("learner") is not None:
-            problems.extend(learner_spec_problems(arm["learner"], f"arms[{i}].learner"))
         name = arm.get("name")
         if isinstance(name, str):
             if name in seen:
@@ -285,7 +228,7 @@ def parse_study(raw: Any, source: str = "<study>", base: Path | None = None) -> 
     if config is not None:  # compress sweeps add arms: their names must be new as well
         names = [a.name for a in config.arms]
         for name in sorted({n for n in names if names.count(n) > 1} - repeated):
-            problems.append(f"arms: {name!r} is made by a compress sweep and is also the name of another arm")
+            problems.append(f"arms: {name!r} is made by a sweep and is also the name of another arm")
         seen |= set(names)
     baseline = raw.get("evaluation", {}).get("baseline") if isinstance(raw.get("evaluation"), dict) else None
     if baseline is not None and baseline not in seen:

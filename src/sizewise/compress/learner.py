@@ -25,13 +25,14 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 from safetensors.torch import save_file
 
+from sizewise.compress.onnx import ONNX_FILE, OnnxClassifier, is_onnx, onnxruntime_problem
 from sizewise.compress.storage import (
     dense_state,
     float_twins,
@@ -41,32 +42,30 @@ from sizewise.compress.storage import (
     storage_summary,
     write_state,
 )
-from sizewise.compress.transforms import (
-    MODEL_ATTRIBUTE,
-    QuantizeStep,
-    Step,
-    apply_step,
-    is_onnx,
-    merge_adapter,
-    parse_step,
-    torch_model,
-)
+from sizewise.compress.transforms import Step, apply_step, misplaced_final_step, parse_step, validate_steps
 from sizewise.data.labels import LabelScheme
 from sizewise.data.pairs import PairData
 from sizewise.errors import ConfigError, ModelError
 from sizewise.files import atomic_directory, atomic_write_json
 from sizewise.learners.base import (
     LEARNER_FILE,
-    LEARNERS,
+    BaseLearner,
+    CompositeLearner,
     LearnerConfig,
+    check_is_fitted,
+    compressible_kinds,
     create_learner,
+    learner_class,
+    learner_kinds,
     learner_spec_problems,
     load_learner,
     read_learner_meta,
     register_learner,
     saved_meta,
     scheme_from_meta,
+    spec_with_seed,
 )
+from sizewise.learners.network import NetworkLearner
 
 WEIGHTS_FILE = "compressed.safetensors"
 BASE_FOLDER = "base"
@@ -81,27 +80,43 @@ class CompressedConfig(LearnerConfig):
         default_factory=lambda: {"kind": "bilstm"},
         description="Learner spec of the model to train, then compress ({kind, ...}): bilstm or transformer.",
     )
-    steps: list[Step] = Field(
-        default_factory=lambda: [QuantizeStep()],
+    steps: list[SerializeAsAny[Step]] = Field(
+        default_factory=lambda: [parse_step({"transform": "quantize_int8"})],
         min_length=1,
-        description="Transforms applied in order after training: {transform: prune, sparsity, method}, "
+        description="Transforms applied in order after training: prune, prune_structured, prune_heads, recover, "
+        "quantize_int8 (last). As steps: {transform: prune, sparsity, method}, "
         "{transform: prune_structured, fraction}, {transform: prune_heads, fraction} (transformers), "
         "{transform: recover, epochs, learning_rate} (fine-tunes on the training pairs, pruned weights kept "
         "at zero), {transform: quantize_int8} (last).",
     )
     seed: int | None = Field(None, description="Overrides the base learner's seed (an ensemble sets it per member).")
 
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _registered_steps(cls, value: Any) -> Any:
+        return validate_steps(value)
+
     @model_validator(mode="after")
     def _valid(self) -> CompressedConfig:
         kind = self.base.get("kind") if isinstance(self.base, dict) else None
-        if kind not in MODEL_ATTRIBUTE:
-            raise ValueError(f"base: kind {kind!r} cannot be compressed; use one of {', '.join(MODEL_ATTRIBUTE)}")
+        if not _is_network_kind(kind):
+            choices = ", ".join(k for k in learner_kinds() if _is_network_kind(k))
+            raise ValueError(f"base: kind {kind!r} cannot be compressed; use one of {choices}")
         problems = learner_spec_problems(self.base, "base")
         if problems:
             raise ValueError("; ".join(problems))
-        if any(isinstance(step, QuantizeStep) for step in self.steps[:-1]):
-            raise ValueError("steps: quantize_int8 must be the last step (a quantized model cannot be pruned)")
+        problem = misplaced_final_step(self.steps)
+        if problem:
+            raise ValueError(problem)
         return self
+
+
+def _is_network_kind(kind: Any) -> bool:
+    """Whether ``kind`` is a learner kind with one torch network (the base a compressed learner wraps)."""
+    try:
+        return issubclass(learner_class(kind), NetworkLearner)
+    except KeyError:
+        return False
 
 
 def _spec(learner: Any) -> dict[str, Any]:
@@ -109,9 +124,11 @@ def _spec(learner: Any) -> dict[str, Any]:
 
 
 @register_learner("compressed", CompressedConfig)
-class CompressedLearner:
+class CompressedLearner(BaseLearner):
     """The ``compressed`` learner: ``base_`` (the compressed bilstm / transformer learner),
     ``transforms_`` (one record per transform) and ``scheme_``."""
+
+    compressible: ClassVar[bool] = True
 
     def __init__(self, **settings: Any) -> None:
         self.config = CompressedConfig(**settings)
@@ -123,11 +140,11 @@ class CompressedLearner:
         learner._take(base, records)
         return learner
 
-    def _take(self, base: Any, records: list[dict[str, Any]]) -> None:
+    def _take(self, base: NetworkLearner, records: list[dict[str, Any]]) -> None:
         self.base_ = base
         self.transforms_ = records
         self.scheme_: LabelScheme = base.scheme_
-        self.counts_ = _count(torch_model(base))
+        self.counts_ = _count(base.network_)
 
     # -- training ---------------------------------------------------------------------------
     def fit(
@@ -143,8 +160,8 @@ class CompressedLearner:
         ``monitor_probas_`` and ``history_`` are the base learner's, recorded before compression.
         """
         spec = dict(self.config.base)
-        if self.config.seed is not None and "seed" in LEARNERS[spec["kind"]].config_cls.model_fields:
-            spec["seed"] = self.config.seed
+        if self.config.seed is not None:
+            spec = spec_with_seed(spec, self.config.seed, override=True)
         base = create_learner(spec)
         kwargs: dict[str, Any] = {}
         if monitor is not None:
@@ -156,25 +173,16 @@ class CompressedLearner:
         return self
 
     # -- prediction -------------------------------------------------------------------------
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "base_"):
-            raise ModelError("this compressed learner is not fitted yet: call fit() or load() first")
-
     def predict_proba(self, data: PairData) -> np.ndarray:
         """Class probabilities ``[len(data), num_labels]`` of the compressed network."""
-        self._check_fitted()
+        check_is_fitted(self)
         return self.base_.predict_proba(data)
 
     def parameter_count(self) -> dict[str, int]:
         """``total``: every weight stored (int8 ones included); ``trainable``: those still in floating
         point (a quantized weight trains no further); ``nonzero``: the weights pruning left."""
-        self._check_fitted()
+        check_is_fitted(self)
         return dict(self.counts_)
-
-    @property
-    def labels_(self) -> tuple[str, ...]:
-        """Label names, in the column order of :meth:`predict_proba`."""
-        return self.scheme_.labels
 
     @property
     def history_(self) -> list[dict[str, float]]:
@@ -189,8 +197,8 @@ class CompressedLearner:
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
         """Write ``learner.json``, ``compressed.safetensors`` and ``base/`` (atomically; no pickle)."""
-        self._check_fitted()
-        model = torch_model(self.base_)
+        check_is_fitted(self)
+        model = self.base_.network_
         if is_onnx(model):
             self._save_onnx(directory, model)
             return
@@ -215,14 +223,11 @@ class CompressedLearner:
             atomic_write_json(tmp / LEARNER_FILE, meta)
 
     def _save_onnx(self, directory: str | Path, model: Any) -> None:
-        """An onnxruntime-quantized transformer: the ONNX file, and the tokenizer + settings in base/."""
-        from sizewise.compress.onnx import ONNX_FILE
-
+        """An onnxruntime-quantized transformer: the ONNX file, and the base learner's folder without
+        its network (tokenizer + settings) in base/."""
         base = self.base_
         with atomic_directory(directory) as tmp:
-            (tmp / BASE_FOLDER).mkdir()
-            base.tokenizer_.save_pretrained(tmp / BASE_FOLDER, legacy_format=False)
-            atomic_write_json(tmp / BASE_FOLDER / LEARNER_FILE, base._meta())
+            base.save(tmp / BASE_FOLDER, network=False)
             (tmp / ONNX_FILE).write_bytes(model.onnx_bytes)
             meta = saved_meta(
                 self,
@@ -254,9 +259,9 @@ class CompressedLearner:
                 base = load_learner(base_dir)
             except ModelError as exc:  # name the saved folder, not the temporary copy
                 raise ModelError(str(exc).replace(str(base_dir), str(directory / BASE_FOLDER))) from None
-        if base.kind not in MODEL_ATTRIBUTE:
+        if not isinstance(base, NetworkLearner):
             raise ModelError(f"{directory}: the base learner is a {base.kind!r}, which cannot be compressed")
-        model = torch_model(base)
+        model = base.network_
         names = meta.get("quantized_modules") or []
         if names:
             model.to("cpu")  # int8 kernels run on the CPU only
@@ -269,9 +274,6 @@ class CompressedLearner:
 
     @classmethod
     def _load_onnx(cls, directory: Path, meta: dict[str, Any]) -> CompressedLearner:
-        from sizewise.compress.onnx import ONNX_FILE, OnnxClassifier, onnxruntime_problem
-        from sizewise.learners.transformer import TransformerConfig, TransformerLearner, _load_tokenizer
-
         problem = onnxruntime_problem()
         if problem:
             raise ModelError(f"{directory}: {problem}")
@@ -279,21 +281,13 @@ class CompressedLearner:
             if not (directory / name).is_file():
                 raise ModelError(f"{directory}: {name} is missing")
         base_meta = read_learner_meta(directory / BASE_FOLDER)
-        base = TransformerLearner.__new__(TransformerLearner)
-        # The settings were checked when trained; the model they name need not be at hand to predict.
-        base.config = TransformerConfig.model_construct(**base_meta.get("config", {}))
-        base.scheme_ = scheme_from_meta(base_meta)
-        base.tokenizer_ = _load_tokenizer(str(directory / BASE_FOLDER))
-        base.base_model_ = base_meta.get("base_model_path")
-        base.target_modules_ = base.modules_to_save_ = None
-        base.history_ = base_meta.get("history", [])
-        base.best_epoch_ = base_meta.get("best_epoch", len(base.history_))
-        base.monitor_probas_ = []
         params = meta.get("parameters", {})
         model_config = SimpleNamespace(model_type=base_meta.get("model_type"))
         counts = {"total": int(params.get("total", 0)), "nonzero": int(params.get("nonzero", 0))}
         inputs = list(meta.get("onnx_inputs") or ["input_ids", "attention_mask"])
-        base.model_ = OnnxClassifier((directory / ONNX_FILE).read_bytes(), inputs, model_config, counts)
+        network = OnnxClassifier((directory / ONNX_FILE).read_bytes(), inputs, model_config, counts)
+        # The base learner reads its settings and tokenizer from base/; the ONNX session is its network.
+        base = learner_class(base_meta["kind"]).load(directory / BASE_FOLDER, network=network)
         config = _config_from_meta(meta.get("config", {}), base, directory)
         learner = cls._wrap(base, list(meta.get("transforms", [])), config)
         if learner.scheme_.name != scheme_from_meta(meta).name:
@@ -330,11 +324,11 @@ def _apply(
 ) -> list[dict[str, Any]]:
     """Apply ``steps`` to ``base`` (changed in place); returns ``records`` extended by theirs."""
     records = list(records)
-    merged = merge_adapter(base)
+    merged = base.merge_adapter()
     if merged is not None:
         records.append(merged)
     for step in steps:
-        records.append(apply_step(base, parse_step(step), train))
+        records.append(apply_step(base, parse_step(step), train, done=records))
     return records
 
 
@@ -349,36 +343,33 @@ def compress(learner: Any, steps: Sequence[Any], train: PairData | None = None) 
     :class:`CompressedLearner`; an ensemble gives an ensemble whose members are compressed, each on
     its own.
     """
-    from sizewise.ensembles.ensemble import EnsembleLearner
-
     parsed = [parse_step(s) for s in steps]
     kind = getattr(learner, "kind", type(learner).__name__)
-    if isinstance(learner, EnsembleLearner):
-        learner._check_fitted()
-        out = copy.copy(learner)
-        out.learners_ = [compress(member, parsed, train) for member in learner.learners_]
-        dumped = [s.model_dump() for s in parsed]
-        spec = dict(learner.config.base)
-        spec = (
-            {**spec, "steps": [*spec["steps"], *dumped]}
-            if spec.get("kind") == "compressed"
-            else {"kind": "compressed", "base": spec, "steps": dumped}
-        )
-        out.config = learner.config.model_copy(update={"base": spec})
-        return out
+    if not getattr(learner, "compressible", False):
+        supported = ", ".join(compressible_kinds())
+        raise ConfigError("compress", [f"a {kind!r} learner cannot be compressed; supported: {supported}"])
+    check_is_fitted(learner)
+    if isinstance(learner, CompositeLearner):
+        members = [compress(member, parsed, train) for member in learner.learners_]
+        return learner.with_members(members, _extended(learner.member_spec, parsed))
     if isinstance(learner, CompressedLearner):
-        learner._check_fitted()
         base, records = copy.deepcopy(learner.base_), learner.transforms_
         recipe, done, seed = learner.config.base, list(learner.config.steps), learner.config.seed
-    elif kind in MODEL_ATTRIBUTE:
-        learner._check_fitted()
+    elif isinstance(learner, NetworkLearner):
         base, records, recipe, done, seed = copy.deepcopy(learner), [], _spec(learner), [], None
     else:
-        supported = ", ".join([*MODEL_ATTRIBUTE, "compressed", "ensemble"])
-        raise ConfigError("compress", [f"a {kind!r} learner cannot be compressed; supported: {supported}"])
+        raise ConfigError("compress", [f"a {kind!r} learner says it is compressible but has no torch network"])
     records = _apply(base, parsed, records, train)
     config = CompressedConfig.model_construct(base=recipe, steps=[*done, *parsed], seed=seed)
     return CompressedLearner._wrap(base, records, config)
+
+
+def _extended(spec: dict[str, Any], steps: list[Any]) -> dict[str, Any]:
+    """The learner spec of ``spec`` compressed further by ``steps``."""
+    dumped = [s.model_dump() for s in steps]
+    if spec.get("kind") == "compressed":
+        return {**spec, "steps": [*spec["steps"], *dumped]}
+    return {"kind": "compressed", "base": spec, "steps": dumped}
 
 
 def prune(learner: Any, sparsity: float, method: str = "global_magnitude") -> Any:

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from sizewise.compress.surgery import attention_blocks
 from sizewise.errors import ConfigError
-from sizewise.learners.first_token import first_token_last_layer
+from sizewise.learners.network import NetworkLearner
 
 ONNX_FILE = "model.int8.onnx"
 # onnxruntime's session fusions whose CPU kernels are slower than what they replace (split_skip_layer_norms)
@@ -94,7 +95,12 @@ class OnnxClassifier(nn.Module):
         return state
 
 
-def export_int8(learner: Any, fuse: bool = False) -> dict[str, Any]:
+def is_onnx(model: nn.Module) -> bool:
+    """True for a network already turned into an onnxruntime int8 session."""
+    return isinstance(model, OnnxClassifier)
+
+
+def export_int8(learner: NetworkLearner, fuse: bool = False) -> dict[str, Any]:
     """Replace a (full) transformer learner's model by its onnxruntime int8 version; returns the record.
 
     ``fuse``: export with eager attention and let onnxruntime's transformer optimizer fuse every
@@ -117,7 +123,7 @@ def export_int8(learner: Any, fuse: bool = False) -> dict[str, Any]:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model = learner.model_.to("cpu").eval()
+    model = learner.network_.to("cpu").eval()
     params = [p.detach() for p in model.parameters()]
     counts = {
         "total": sum(p.numel() for p in params),
@@ -139,7 +145,7 @@ def export_int8(learner: Any, fuse: bool = False) -> dict[str, Any]:
             torch.no_grad(),
             warnings.catch_warnings(),
             _attention(model, "eager" if fuse else None),
-            first_token_last_layer(model, learner.config.first_token_last_layer) as first_token,
+            learner.forward_context() as first_token,
         ):
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -171,7 +177,7 @@ def export_int8(learner: Any, fuse: bool = False) -> dict[str, Any]:
         finally:
             logging.disable(logging.NOTSET)
         data = int8.read_bytes()
-    learner.model_ = OnnxClassifier(data, names, model.config, counts)
+    learner.network_ = OnnxClassifier(data, names, model.config, counts)
     learner.config = learner.config.model_copy(update={"device": "cpu", "precision": "fp32"})
     record = {
         "transform": "quantize_int8",
@@ -242,8 +248,6 @@ def split_skip_layer_norms(model: Any) -> int:
 def _attention_shape(model: nn.Module) -> tuple[int, int]:
     """(heads, heads × head size) of the attention blocks as they are now (after any head pruning); (0, 0)
     when the model has no BERT-style blocks or they differ (the optimizer then detects what it can)."""
-    from sizewise.learners.transformer import attention_blocks
-
     shapes = {
         (b.self.query.out_features // b.self.attention_head_size, b.self.query.out_features)
         for b in attention_blocks(model)

@@ -283,3 +283,8 @@ def storage_summary(layout: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "bitmask_tensors": sum(e["encoding"] == "bitmask" for e in layout.values()),
         "int8_tensors": sum("quant" in e for e in layout.values()),
     }
+
+
+def float_parameters(model: nn.Module) -> int:
+    """Parameters of the float (not quantized) part of ``model``."""
+    return sum(p.numel() for p in model.parameters())

@@ -24,9 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from sizewise.cost.meter import measure_inference
 from sizewise.data.labels import get_scheme
 from sizewise.data.pairs import PairData
 from sizewise.errors import SizewiseError
+from sizewise.learners.base import load_learner
 
 RESULT = "RESULT "
 SPEED_KEYS = ("pairs_per_s", "latency_p50_ms", "latency_p95_ms")
@@ -116,9 +118,6 @@ def medians(runs: list[dict[str, float]]) -> dict[str, float]:
 def serve(directory: Path, pairs: int) -> None:
     """The worker: load the learner saved in ``directory``, read the pairs (one JSON line), then
     measure on every ``measure`` line of stdin and answer with a ``RESULT`` line of JSON."""
-    from sizewise.cost.meter import measure_inference
-    from sizewise.learners import load_learner
-
     learner = load_learner(directory)
     spec = json.loads(sys.stdin.readline())
     n = len(spec["premises"])

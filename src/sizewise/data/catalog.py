@@ -28,6 +28,7 @@ from sizewise.data.io import read_pairs
 from sizewise.data.labels import NO_GOLD_LABELS, LabelScheme, get_scheme
 from sizewise.data.pairs import PairData
 from sizewise.errors import ConfigError, DataError
+from sizewise.progress import progress_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -353,8 +354,6 @@ def _download(url: str, dest: Path) -> None:
 
 @contextlib.contextmanager
 def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    from sizewise.progress import progress_enabled  # honours --quiet and non-TTY stderr
-
     if not progress_enabled():
         yield lambda n: None
         return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sizewise.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class LabelScheme:
@@ -58,8 +60,6 @@ NO_GOLD_LABELS = frozenset({"-"})
 
 def get_scheme(name: str) -> LabelScheme:
     """Look up a label scheme by name (``nli3`` or ``binary``)."""
-    from sizewise.errors import ConfigError
-
     try:
         return SCHEMES[name]
     except KeyError:

@@ -18,6 +18,7 @@ Members are combined by ``aggregator`` (default: the normalized geometric mean),
 
 from __future__ import annotations
 
+import copy
 import logging
 import tempfile
 from pathlib import Path
@@ -30,18 +31,21 @@ from sizewise.data.pairs import PairData
 from sizewise.data.sampling import bootstrap_indices, fraction_indices, weighted_resample_indices
 from sizewise.ensembles.aggregate import AGGREGATORS, diversity_decomposition, get_aggregator
 from sizewise.ensembles.executors import MemberResult, MemberTask, SharedData, materialize, run_member_tasks
-from sizewise.errors import ConfigError, ModelError
+from sizewise.errors import ModelError
 from sizewise.files import atomic_directory, atomic_write_json
 from sizewise.learners.base import (
     LEARNER_FILE,
-    LEARNERS,
+    CompositeLearner,
     LearnerConfig,
+    check_is_fitted,
+    check_training_data,
     learner_spec_problems,
     load_learner,
     read_learner_meta,
     register_learner,
     saved_meta,
     scheme_from_meta,
+    spec_with_seed,
 )
 
 logger = logging.getLogger(__name__)
@@ -65,8 +69,9 @@ class EnsembleConfig(LearnerConfig):
     )
     boosting_error: Literal["out_of_sample", "train"] | None = Field(
         None,
-        description="Boosting: where a member's error (its alpha) is measured: on the pairs its resample left "
-        "out, or on the whole train set (textbook SAMME). Default: out_of_sample for resample, train for reweight.",
+        description="Boosting: where a member's error (its alpha) is measured: out_of_sample or train "
+        "(textbook SAMME). out_of_sample: on the pairs its resample left out; train: on the whole train set. "
+        "Default: out_of_sample for resample, train for reweight.",
     )
     seed: int = Field(0, description="Seed from which every member's data sample and own seed are derived.")
     workers: int = Field(1, ge=1, description="Local processes training bagged members in parallel.")
@@ -131,23 +136,16 @@ def samme_step(
 
 
 @register_learner("ensemble", EnsembleConfig)
-class EnsembleLearner:
+class EnsembleLearner(CompositeLearner):
     """The ``ensemble`` learner. ``fit`` learns ``learners_``, ``weights_`` and ``scheme_``."""
 
     def __init__(self, **settings: Any) -> None:
         self.config = EnsembleConfig(**settings)
 
     # -- training ---------------------------------------------------------------------------
-    def _member_spec(self, seed: int) -> dict[str, Any]:
-        spec = dict(self.config.base)
-        if "seed" in LEARNERS[spec["kind"]].config_cls.model_fields:
-            spec["seed"] = seed
-        return spec
-
     def fit(self, train: PairData, dev: PairData | None = None, *, monitor: PairData | None = None) -> EnsembleLearner:
         """Train all members. ``monitor`` (with ``epoch_curve``) is scored after each member epoch."""
-        if len(train) == 0 or not train.has_labels:
-            raise ConfigError("ensemble", [f"{train.source}: training data needs at least one labelled pair"])
+        check_training_data(train, "ensemble")
         self.scheme_ = train.scheme
         shared = SharedData(train, dev, monitor if self.config.epoch_curve else None)
         if self.config.method == "bagging":
@@ -168,7 +166,7 @@ class EnsembleLearner:
         for i, seed in enumerate(member_seeds(cfg.seed, cfg.n_learners)):
             rng = np.random.default_rng(seed)
             idx = bootstrap_indices(n, rng) if cfg.sample == "bootstrap" else fraction_indices(n, cfg.fraction, rng)
-            tasks.append(MemberTask(index=i, spec=self._member_spec(seed), indices=idx))
+            tasks.append(MemberTask(index=i, spec=spec_with_seed(cfg.base, seed, override=True), indices=idx))
         return run_member_tasks(tasks, shared, workers=cfg.workers, executor=cfg.executor, ray_address=cfg.ray_address)
 
     def _fit_boosting(self, shared: SharedData) -> tuple[list[MemberResult], list[float]]:
@@ -178,10 +176,11 @@ class EnsembleLearner:
         results, alphas = [], []
         for i, seed in enumerate(member_seeds(cfg.seed, cfg.n_learners)):
             rng = np.random.default_rng(seed)
+            spec = spec_with_seed(cfg.base, seed, override=True)
             if cfg.boosting_mode == "resample":
-                task = MemberTask(i, self._member_spec(seed), indices=weighted_resample_indices(w, rng))
+                task = MemberTask(i, spec, indices=weighted_resample_indices(w, rng))
             else:
-                task = MemberTask(i, self._member_spec(seed), sample_weight=w * n)
+                task = MemberTask(i, spec, sample_weight=w * n)
             (res,) = run_member_tasks([task], shared, workers=1, executor=cfg.executor, ray_address=cfg.ray_address)
             wrong = self._load_member(res).predict_proba(train).argmax(1) != train.labels
             scored = np.ones(n, dtype=bool)
@@ -203,14 +202,27 @@ class EnsembleLearner:
         with tempfile.TemporaryDirectory() as tmp:
             return load_learner(materialize(result, Path(tmp) / "member"))
 
-    # -- prediction -------------------------------------------------------------------------
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "learners_"):
-            raise ModelError("this ensemble is not fitted yet: call fit() or load() first")
+    # -- members -----------------------------------------------------------------------------
+    @property
+    def member_spec(self) -> dict[str, Any]:
+        """The learner spec of every member (each gets its own seed)."""
+        return dict(self.config.base)
 
+    def with_members(self, members: list[Any], member_spec: dict[str, Any]) -> EnsembleLearner:
+        """A copy of this ensemble whose members are ``members``, built from ``member_spec`` (a
+        transformation applied member by member, such as compression); weights stay as they were."""
+        check_is_fitted(self)
+        if len(members) != len(self.learners_):
+            raise ValueError(f"an ensemble of {len(self.learners_)} members cannot take {len(members)}")
+        out = copy.copy(self)
+        out.learners_ = list(members)
+        out.config = self.config.model_copy(update={"base": member_spec})
+        return out
+
+    # -- prediction -------------------------------------------------------------------------
     def member_probas(self, data: PairData) -> np.ndarray:
         """Every member's probabilities on ``data``: ``[n_members, len(data), num_labels]``."""
-        self._check_fitted()
+        check_is_fitted(self)
         return np.stack([m.predict_proba(data) for m in self.learners_])
 
     def combine(self, member_probas: np.ndarray, k: int | None = None) -> np.ndarray:
@@ -233,7 +245,7 @@ class EnsembleLearner:
 
         A member that stopped early contributes its last recorded epoch to the later ones.
         """
-        self._check_fitted()
+        check_is_fitted(self)
         if not self.monitor_probas_ or not all(self.monitor_probas_):
             return {}
         epochs = max(len(p) for p in self.monitor_probas_)
@@ -247,22 +259,48 @@ class EnsembleLearner:
         """Ensemble cross-entropy = mean member cross-entropy − diversity (exact for geometric_mean)."""
         return diversity_decomposition(member_probas, labels, self.weights_)
 
+    def predict_with_sections(self, data: PairData) -> tuple[np.ndarray, dict[str, Any]]:
+        """The aggregated probabilities on labelled ``data``, and the result sections of an ensemble:
+        ``curves`` (accuracy against the number of members; per epoch too when recorded with
+        ``epoch_curve``), ``diversity`` and ``members`` (weights, accuracies; training time and epochs
+        when this ensemble was fitted rather than loaded)."""
+        member_probas = self.member_probas(data)
+        proba = self.combine(member_probas)
+        labels = data.labels
+        curves: dict[str, Any] = {
+            "size": {"k": list(range(1, len(member_probas) + 1)), "accuracy": self.size_curve(member_probas, labels)}
+        }
+        epoch_curve = self.epoch_size_curve(labels)
+        if epoch_curve:
+            curves["epoch_size"] = {str(e): accs for e, accs in epoch_curve.items()}
+        div = self.diversity(member_probas, labels)
+        members: dict[str, Any] = {
+            "weights": self.weights_.tolist(),
+            "accuracy": [float((p.argmax(1) == labels).mean()) for p in member_probas],
+        }
+        if hasattr(self, "member_seconds_"):  # set by fit; a loaded (e.g. compressed) ensemble has none
+            members["train_seconds"] = [round(s, 2) for s in self.member_seconds_]
+            members["epochs"] = [len(h) for h in self.member_histories_]
+        sections = {
+            "curves": curves,
+            "diversity": {
+                key: (np.round(v, 6).tolist() if isinstance(v, list) else round(float(v), 6)) for key, v in div.items()
+            },
+            "members": members,
+        }
+        return proba, sections
+
     def parameter_count(self) -> dict[str, int]:
         """Parameters summed over all members (``nonzero`` too when every member is compressed)."""
-        self._check_fitted()
+        check_is_fitted(self)
         counts = [m.parameter_count() for m in self.learners_]
         keys = [k for k in ("total", "trainable", "nonzero") if all(k in c for c in counts)]
         return {key: sum(c[key] for c in counts) for key in keys}
 
-    @property
-    def labels_(self) -> tuple[str, ...]:
-        """Label names, in the column order of :meth:`predict_proba`."""
-        return self.scheme_.labels
-
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
         """Write ``learner.json`` and one sub-folder per member (atomically, as a whole)."""
-        self._check_fitted()
+        check_is_fitted(self)
         with atomic_directory(directory) as tmp:
             names = []
             for i, member in enumerate(self.learners_):

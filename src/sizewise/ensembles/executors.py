@@ -21,6 +21,7 @@ import numpy as np
 
 from sizewise.data.pairs import PairData
 from sizewise.errors import ConfigError
+from sizewise.learners.base import create_learner
 from sizewise.progress import progress_bar, set_quiet
 
 logger = logging.getLogger(__name__)
@@ -58,8 +59,6 @@ class SharedData:
 
 def train_member(shared: SharedData, task: MemberTask) -> MemberResult:
     """Train one member and return it as files; runs in whichever process the executor picks."""
-    from sizewise.learners.base import create_learner
-
     start = time.perf_counter()
     learner = create_learner(task.spec)
     train = shared.train if task.indices is None else shared.train.subset(task.indices)

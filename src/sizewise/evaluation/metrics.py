@@ -17,7 +17,7 @@ METRIC_NAMES: tuple[str, ...] = (
 )
 
 
-def _labels(y: ArrayLike, num_labels: int, what: str = "y_true") -> NDArray[np.int64]:
+def class_indices(y: ArrayLike, num_labels: int, what: str = "y_true") -> NDArray[np.int64]:
     """Class indices as a 1-d int64 array, checked to lie in [0, num_labels)."""
     arr = np.asarray(y).reshape(-1)
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
@@ -52,7 +52,7 @@ def compute_metrics(y_true: ArrayLike, proba: ArrayLike, num_labels: int) -> dic
     if k < 2:
         raise ValueError(f"num_labels must be at least 2, got {num_labels}")
     p = np.asarray(proba, dtype=np.float64)
-    y = _labels(y_true, k)
+    y = class_indices(y_true, k)
     if p.ndim != 2 or p.shape != (y.shape[0], k):
         raise ValueError(f"expected probabilities of shape ({y.shape[0]}, {k}), got {p.shape}")
     if y.shape[0] == 0:
@@ -73,8 +73,8 @@ def compute_metrics(y_true: ArrayLike, proba: ArrayLike, num_labels: int) -> dic
 def confusion_matrix(y_true: ArrayLike, y_pred: ArrayLike, num_labels: int) -> list[list[int]]:
     """Counts of (true, predicted) pairs as a k x k list of lists: rows true, columns predicted."""
     k = int(num_labels)
-    y = _labels(y_true, k)
-    pred = _labels(y_pred, k, "y_pred")
+    y = class_indices(y_true, k)
+    pred = class_indices(y_pred, k, "y_pred")
     if y.shape != pred.shape:
         raise ValueError(f"y_true has {y.shape[0]} rows but y_pred has {pred.shape[0]}")
     counts = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)

@@ -15,7 +15,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats as sps
 
 from sizewise.errors import ConfigError
-from sizewise.evaluation.metrics import _labels
+from sizewise.evaluation.metrics import class_indices
 
 IntArray = NDArray[np.int64]
 
@@ -55,8 +55,8 @@ def _check_level(level: float, n_resamples: int) -> None:
 
 
 def _pair(y_true: ArrayLike, y_pred: ArrayLike, k: int, what: str = "y_pred") -> tuple[IntArray, IntArray]:
-    y = _labels(y_true, k)
-    pred = _labels(y_pred, k, what)
+    y = class_indices(y_true, k)
+    pred = class_indices(y_pred, k, what)
     if y.shape != pred.shape:
         raise ValueError(f"y_true has {y.shape[0]} rows but {what} has {pred.shape[0]}")
     if y.shape[0] == 0:

@@ -1,4 +1,8 @@
-"""The learner contract, the registry of learner kinds, and saving / loading by kind."""
+"""The learner contract, the registry of learner kinds, and saving / loading by kind.
+
+This module imports no learner kind: each kind registers itself when its module is imported, and a
+lookup of a built-in kind not registered yet imports its module (:mod:`sizewise.builtins`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sizewise import __version__
+from sizewise.builtins import LEARNER_KINDS, import_all, lookup
 from sizewise.data.labels import SCHEMES, LabelScheme
 from sizewise.data.pairs import PairData
 from sizewise.errors import ConfigError, ModelError
@@ -52,6 +57,60 @@ class Learner(Protocol):
         ...
 
 
+class BaseLearner:
+    """What every built-in learner shares (scikit-learn's habit: ``__init__`` only stores settings,
+    ``fit`` returns self, learned state ends in ``_``)."""
+
+    kind: ClassVar[str]
+    #: Whether :func:`sizewise.compress.compress` accepts a fitted learner of this kind.
+    compressible: ClassVar[bool] = False
+    scheme_: LabelScheme
+
+    def predict_proba(self, data: PairData) -> np.ndarray:  # pragma: no cover - every kind defines it
+        raise NotImplementedError
+
+    def predict_with_sections(self, data: PairData) -> tuple[np.ndarray, dict[str, Any]]:
+        """Probabilities on labelled ``data`` and the sections this kind adds to an arm's result
+        (an ensemble: its members, size curves and diversity); most kinds add none."""
+        return self.predict_proba(data), {}
+
+    @property
+    def labels_(self) -> tuple[str, ...]:
+        """Label names, in the column order of :meth:`predict_proba`."""
+        return self.scheme_.labels
+
+
+class CompositeLearner(BaseLearner):
+    """A learner made of fitted member learners (an ensemble): a transformation such as compression
+    applies to every member and :meth:`with_members` builds the learner anew around the results."""
+
+    compressible: ClassVar[bool] = True
+    learners_: list[Any]
+
+    @property
+    def member_spec(self) -> dict[str, Any]:  # pragma: no cover - every composite kind defines it
+        """The learner spec every member was built from."""
+        raise NotImplementedError
+
+    def with_members(self, members: list[Any], member_spec: dict[str, Any]) -> CompositeLearner:  # pragma: no cover
+        """A copy of this learner with ``members`` (built from ``member_spec``) in place of its own."""
+        raise NotImplementedError
+
+
+def check_is_fitted(learner: Any) -> None:
+    """Raise ModelError unless ``learner`` was fitted or loaded: it then holds learned state, attributes
+    whose names end in ``_`` (scikit-learn's test)."""
+    if not any(name.endswith("_") and not name.startswith("__") for name in vars(learner)):
+        kind = getattr(learner, "kind", type(learner).__name__)
+        raise ModelError(f"this {kind} learner is not fitted yet: call fit() or load() first")
+
+
+def check_training_data(train: PairData, kind: str) -> None:
+    """Refuse to train on data without a labelled pair."""
+    if len(train) == 0 or not train.has_labels:
+        raise ConfigError(kind, [f"{train.source}: training data needs at least one labelled pair"])
+
+
 class _Entry:
     def __init__(self, cls: type, config_cls: type[LearnerConfig]) -> None:
         self.cls = cls
@@ -74,18 +133,45 @@ def register_learner(kind: str, config_cls: type[LearnerConfig]) -> Callable[[ty
     return wrap
 
 
-def _ensure_builtin_kinds() -> None:
-    # Importing the modules registers their kinds; done lazily so `sizewise.learners.base` stays light.
-    import sizewise.compress.learner  # noqa: F401
-    import sizewise.ensembles.ensemble  # noqa: F401
-    import sizewise.learners.bilstm  # noqa: F401
-    import sizewise.learners.transformer  # noqa: F401
+def _entry(kind: Any) -> _Entry | None:
+    """The registry entry of ``kind``; a built-in kind's module is imported on its first lookup."""
+    return lookup(LEARNERS, LEARNER_KINDS, kind)
 
 
 def learner_kinds() -> list[str]:
-    """Names of every registered learner kind."""
-    _ensure_builtin_kinds()
-    return sorted(LEARNERS)
+    """Names of every learner kind: the registered ones and the built-in ones (not imported for this)."""
+    return sorted(set(LEARNERS) | set(LEARNER_KINDS))
+
+
+def learner_class(kind: str) -> type:
+    """The class of a learner kind (KeyError for an unknown kind)."""
+    entry = _entry(kind)
+    if entry is None:
+        raise KeyError(kind)
+    return entry.cls
+
+
+def learner_config_class(kind: str) -> type[LearnerConfig]:
+    """The settings class of a learner kind (KeyError for an unknown kind)."""
+    entry = _entry(kind)
+    if entry is None:
+        raise KeyError(kind)
+    return entry.config_cls
+
+
+def compressible_kinds() -> list[str]:
+    """Learner kinds :func:`sizewise.compress.compress` accepts (imports every built-in kind to ask it)."""
+    import_all(LEARNER_KINDS)
+    return sorted(kind for kind, entry in LEARNERS.items() if getattr(entry.cls, "compressible", False))
+
+
+def spec_with_seed(spec: dict[str, Any], seed: int, *, override: bool) -> dict[str, Any]:
+    """A copy of the learner spec ``spec`` with ``seed`` as its seed, if its kind has that setting;
+    with ``override=False`` only where the spec names no seed of its own."""
+    spec = dict(spec)
+    if "seed" in learner_config_class(spec["kind"]).model_fields and (override or "seed" not in spec):
+        spec["seed"] = seed
+    return spec
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
@@ -104,24 +190,18 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]
 
 def learner_spec_problems(spec: Any, where: str = "learner") -> list[str]:
     """Every problem with a learner spec (``{"kind": ..., **settings}``), as readable lines."""
-    _ensure_builtin_kinds()
     if not isinstance(spec, dict):
         return [f"{where}: must be a mapping with a 'kind' key"]
     kind = spec.get("kind")
-    if kind not in LEARNERS:
-        return [f"{where}.kind: {kind!r} is not a learner kind; choose one of {', '.join(sorted(LEARNERS))}"]
+    entry = _entry(kind)
+    if entry is None:
+        return [f"{where}.kind: {kind!r} is not a learner kind; choose one of {', '.join(learner_kinds())}"]
     settings = {k: v for k, v in spec.items() if k != "kind"}
     try:
-        LEARNERS[kind].config_cls(**settings)
+        entry.config_cls(**settings)
     except ValidationError as exc:
         return format_validation_error(exc, where)
     return []
-
-
-def learner_config_class(kind: str) -> type[LearnerConfig]:
-    """The settings class of a registered learner kind (KeyError for an unknown kind)."""
-    _ensure_builtin_kinds()
-    return LEARNERS[kind].config_cls
 
 
 def create_learner(spec: dict[str, Any]) -> Learner:
@@ -129,8 +209,7 @@ def create_learner(spec: dict[str, Any]) -> Learner:
     problems = learner_spec_problems(spec)
     if problems:
         raise ConfigError("learner", problems)
-    entry = LEARNERS[spec["kind"]]
-    return entry.cls(**{k: v for k, v in spec.items() if k != "kind"})
+    return learner_class(spec["kind"])(**{k: v for k, v in spec.items() if k != "kind"})
 
 
 def read_learner_meta(directory: str | Path) -> dict[str, Any]:
@@ -146,12 +225,12 @@ def read_learner_meta(directory: str | Path) -> dict[str, Any]:
 
 def load_learner(directory: str | Path) -> Learner:
     """Load any saved learner; the kind is read from its ``learner.json``."""
-    _ensure_builtin_kinds()
     meta = read_learner_meta(directory)
     kind = meta["kind"]
-    if kind not in LEARNERS:
-        raise ModelError(f"{directory}: unknown learner kind {kind!r} (known: {', '.join(sorted(LEARNERS))})")
-    return LEARNERS[kind].cls.load(directory)
+    entry = _entry(kind)
+    if entry is None:
+        raise ModelError(f"{directory}: unknown learner kind {kind!r} (known: {', '.join(learner_kinds())})")
+    return entry.cls.load(directory)
 
 
 def saved_meta(learner: Any, **extra: Any) -> dict[str, Any]:

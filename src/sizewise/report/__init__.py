@@ -1,5 +1,5 @@
-"""Reports rendered from result JSON files only: tables, significance tests, plots."""
+"""Reports rendered from result JSON files only: tables, significance tests, plots.
 
-from sizewise.report.render import load_results, write_report
-
-__all__ = ["load_results", "write_report"]
+:mod:`.render` writes a run folder's report (``write_report``) and reads its results
+(``load_results``); :mod:`.document` holds the blocks a report is made of, which arm types add to.
+"""

@@ -6,27 +6,35 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from sizewise.arms.lineage import cumulative_cost, source_arm  # noqa: E402
+from sizewise.result import ArmResult  # noqa: E402
 
-def plot_size_curves(results: list[dict[str, Any]], path: Path) -> bool:
+
+def size_curve_arms(results: list[ArmResult]) -> list[ArmResult]:
+    """The arms with a size curve that made their own model (trained ensembles, not compressed ones)."""
+    return [r for r in results if r.curves.size is not None and source_arm(r) is None]
+
+
+def plot_size_curves(results: list[ArmResult], path: Path) -> bool:
     """Ensemble accuracy against the number of learners, one panel per ensemble arm (lines per
     epoch when the arm recorded epoch curves; single-model arms as grey reference lines).
     Returns False when no arm has a curve."""
-    with_curves = [r for r in results if r.get("curves", {}).get("size") and not r["config"].get("compress")]
+    with_curves = size_curve_arms(results)
     if not with_curves:
         return False
     fig, axes = plt.subplots(1, len(with_curves), figsize=(5.2 * len(with_curves), 3.8), squeeze=False)
     for ax, r in zip(axes[0], with_curves):
-        curves = r["curves"]
-        if curves.get("epoch_size"):
-            epochs = sorted(curves["epoch_size"], key=int)
+        curves = r.curves
+        assert curves.size is not None
+        if curves.epoch_size:
+            epochs = sorted(curves.epoch_size, key=int)
             cmap = plt.get_cmap("viridis", len(epochs))
             for i, e in enumerate(epochs):
-                accs = curves["epoch_size"][e]
+                accs = curves.epoch_size[e]
                 ax.plot(
                     range(1, len(accs) + 1),
                     accs,
@@ -35,25 +43,25 @@ def plot_size_curves(results: list[dict[str, Any]], path: Path) -> bool:
                     label=f"{e} epoch{'s' * (e != '1')}",
                 )
         else:
-            ks, accs = curves["size"]["k"], curves["size"]["accuracy"]
+            ks, accs = curves.size.k, curves.size.accuracy
             ax.plot(ks, accs, marker="o", label="final members")
-        for j, other in enumerate(r2 for r2 in results if not r2.get("curves", {}).get("size")):
+        for j, other in enumerate(r2 for r2 in results if r2.curves.size is None):
             # single models as reference lines: where does the ensemble overtake them?
             ax.axhline(
-                other["metrics"]["accuracy"],
+                other.metrics.accuracy,
                 color="grey",
                 ls=("--", ":", "-.")[j % 3],
                 lw=1,
-                label=other["description"],
+                label=other.description,
             )
-        ks = curves["size"]["k"]
+        ks = curves.size.k
         ax.set_xticks(ks if len(ks) <= 16 else ks[:: max(1, len(ks) // 8)])
         ax.set_xlabel("number of learners")
         ax.set_ylabel("test accuracy")
-        ax.set_title(r["description"], fontsize=10)
+        ax.set_title(r.description, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 
@@ -81,26 +89,25 @@ TRADEOFFS: list[tuple[str, str, str, bool, bool]] = [
 
 
 def plot_tradeoff(
-    results: list[dict[str, Any]], field: str, xlabel: str, path: Path, *, log: bool, lower_is_better: bool
+    results: list[ArmResult], field: str, xlabel: str, path: Path, *, log: bool, lower_is_better: bool
 ) -> bool:
     """Test accuracy (with its interval) against one cost of every arm, the Pareto frontier drawn.
     Returns False (and writes nothing) when no arm has the cost."""
-    from sizewise.report.tables import cumulative_cost
-
-    by_arm = {r["arm"]: r for r in results}
+    by_arm = {r.arm: r for r in results}
     # a compressed model's training cost is its source's training plus the compression
-    points = [
-        (r, cumulative_cost(r, by_arm, field) if field.startswith("train_") else r["cost"].get(field)) for r in results
+    costs = [
+        (r, cumulative_cost(r, by_arm, field) if field.startswith("train_") else getattr(r.cost, field, None))
+        for r in results
     ]
-    points = [(r, float(x)) for r, x in points if x is not None and (x > 0 or not log)]
+    points = [(r, float(x)) for r, x in costs if x is not None and (x > 0 or not log)]
     if not points:
         return False
     xs = [x for _, x in points]
-    ys = [r["metrics"]["accuracy"] for r, _ in points]
+    ys = [r.metrics.accuracy for r, _ in points]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for (r, x), y in zip(points, ys):
-        lo, hi = r["intervals"]["accuracy"]
-        ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt="o", capsize=3, label=r["description"])
+        lo, hi = r.intervals.accuracy
+        ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt="o", capsize=3, label=r.description)
     front = pareto_front(xs, ys, lower_cost_is_better=lower_is_better)
     if len(front) > 1:
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="grey", lw=1, label="Pareto frontier")
@@ -112,53 +119,11 @@ def plot_tradeoff(
     ax.legend(fontsize=7, loc="best")
     better = "left" if lower_is_better else "right"
     ax.set_title(f"better: up and to the {better}", fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 
-def plot_compression(results: list[dict[str, Any]], path: Path) -> bool:
-    """Accuracy (with its interval) against size on disk, one line per trained model and the compress
-    arms made from it, smallest first. Returns False when the study has no compress arms."""
-    from sizewise.report.tables import compress_root, compress_source, steps_label
-
-    by_arm = {r["arm"]: r for r in results}
-    lines: dict[str, list[dict[str, Any]]] = {}
-    for r in results:
-        if compress_source(r) is not None:
-            lines.setdefault(compress_root(r, by_arm), []).append(r)
-    if not lines:
-        return False
-    fig, ax = plt.subplots(figsize=(7.2, 4.6))
-    for i, (root, arms) in enumerate(lines.items()):
-        color = f"C{i % 10}"
-        points = sorted([by_arm[root], *arms], key=lambda r: r["cost"]["size_on_disk_mb"])
-        xs = [r["cost"]["size_on_disk_mb"] for r in points]
-        ys = [r["metrics"]["accuracy"] for r in points]
-        err = [
-            [y - r["intervals"]["accuracy"][0] for r, y in zip(points, ys)],
-            [r["intervals"]["accuracy"][1] - y for r, y in zip(points, ys)],
-        ]
-        ax.errorbar(xs, ys, yerr=err, fmt="o", color=color, capsize=3)
-        # the line: the best accuracy reached at each size or less, smallest to largest
-        best = [max(ys[: j + 1]) for j in range(len(ys))]
-        ax.step(xs, best, where="post", color=color, label=by_arm[root]["description"])
-        for r, x, y in zip(points, xs, ys):
-            tag = "fp32" if r["arm"] == root else steps_label(r).replace("prune ", "p")
-            ax.annotate(tag, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=6)
-    ax.set_xscale("log")
-    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
-    ax.set_xlabel("size on disk, MB (log scale; line: best accuracy at that size or less)")
-    ax.set_ylabel("test accuracy (95% CI)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title("compression: better is up and to the left", fontsize=9)
-    _save(fig, path)
-    return True
-
-
-def plot_confusions(results: list[dict[str, Any]], path: Path) -> bool:
+def plot_confusions(results: list[ArmResult], path: Path) -> bool:
     """One confusion-matrix heat map per arm (rows: true label, columns: predicted)."""
     if not results:
         return False
@@ -169,8 +134,8 @@ def plot_confusions(results: list[dict[str, Any]], path: Path) -> bool:
     for ax in axes.flat[n:]:
         ax.set_axis_off()
     for ax, r in zip(axes.flat, results):
-        cm = r["confusion_matrix"]
-        labels = [lab[:10] for lab in r["data"]["labels"]]
+        cm = r.confusion_matrix
+        labels = [lab[:10] for lab in r.data.labels]
         ax.imshow(cm, cmap="Blues")
         top = max(max(row) for row in cm) or 1
         for i, row in enumerate(cm):
@@ -180,12 +145,13 @@ def plot_confusions(results: list[dict[str, Any]], path: Path) -> bool:
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true", fontsize=8)
-        ax.set_title(r["description"], fontsize=8)
-    _save(fig, path)
+        ax.set_title(r.description, fontsize=8)
+    save_figure(fig, path)
     return True
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
+    """Write ``fig`` as a PNG at ``path`` (atomically: a temporary name, then renamed) and close it."""
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sizewise.arms.registry import ArmType, arm_type_names, find_arm_type
 from sizewise.errors import SizewiseError
-from sizewise.files import atomic_write_text, read_json_file
+from sizewise.files import atomic_write_text
 from sizewise.report.document import Bullets, Document, Heading, Image, Paragraph, Table, to_html, to_markdown
-from sizewise.report.plots import TRADEOFFS, plot_compression, plot_confusions, plot_size_curves, plot_tradeoff
+from sizewise.report.plots import TRADEOFFS, plot_confusions, plot_size_curves, plot_tradeoff, size_curve_arms
 from sizewise.report.tables import (
-    compression_table,
     cost_table,
     fmt_number,
     fmt_p,
@@ -20,11 +20,10 @@ from sizewise.report.tables import (
     significance_matrix,
     verdict,
 )
+from sizewise.result import RESULT_FILE, ArmResult, ResultError
 
-RESULT_FILE = "result.json"
 SIZE_CURVE_PNG = "size_curve.png"
 CONFUSION_PNG = "confusion_matrices.png"
-COMPRESSION_PNG = "accuracy_vs_size_on_disk.png"
 TRADEOFF_ALTS = [
     ("accuracy_vs_parameters.png", "accuracy against parameters"),
     ("accuracy_vs_energy.png", "accuracy against training energy"),
@@ -32,7 +31,7 @@ TRADEOFF_ALTS = [
 ]
 
 
-def load_results(run_dir: str | Path, order: list[str] | None = None) -> list[dict[str, Any]]:
+def load_results(run_dir: str | Path, order: list[str] | None = None) -> list[ArmResult]:
     """Every ``<run_dir>/<arm>/result.json``, in ``order`` when given (else by arm name)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -44,12 +43,13 @@ def load_results(run_dir: str | Path, order: list[str] | None = None) -> list[di
         raise SizewiseError(f"{run_dir}: no */{RESULT_FILE} files; run `sizewise study run` first")
     if order:
         rank = {name: i for i, name in enumerate(order)}
-        results.sort(key=lambda r: rank.get(r["arm"], len(rank)))
+        results.sort(key=lambda r: rank.get(r.arm, len(rank)))
     return results
 
 
-def load_arm(path: str | Path, arm: str | None = None) -> dict[str, Any]:
-    """One arm's result record from a result.json file, an arm folder, or a run folder + ``arm``."""
+def load_arm(path: str | Path, arm: str | None = None) -> ArmResult:
+    """One arm's result from a result.json file, an arm folder, or a run folder + ``arm``; a bad file
+    is a ResultError naming it and the field."""
     path = Path(path)
     if path.is_dir() and not (path / RESULT_FILE).is_file():
         if arm is None:
@@ -63,10 +63,19 @@ def load_arm(path: str | Path, arm: str | None = None) -> dict[str, Any]:
         path = path / arm
     if path.is_dir():
         path = path / RESULT_FILE
-    record = read_json_file(path, SizewiseError, "result file")
-    if not isinstance(record, dict) or not str(record.get("schema", "")).startswith("sizewise.result/"):
-        raise SizewiseError(f"{path}: not a sizewise result file (field 'schema' missing)")
-    return record
+    result = ArmResult.read(path)
+    if find_arm_type(result.arm_type) is None:
+        raise ResultError(
+            f"{path}: config.{result.arm_type}: not an arm type (known: {', '.join(arm_type_names())}; "
+            "import the module of a third-party type first)"
+        )
+    return result
+
+
+def arm_types_of(results: list[ArmResult]) -> list[ArmType]:
+    """The arm types of ``results``, in the order their first arm appears."""
+    keys = dict.fromkeys(r.arm_type for r in results)
+    return [t for t in (find_arm_type(key) for key in keys) if t is not None]
 
 
 def _diff_cell(t: dict[str, Any]) -> str:
@@ -74,27 +83,28 @@ def _diff_cell(t: dict[str, Any]) -> str:
     return f"{100 * t['accuracy_difference']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]"
 
 
-def build_document(results: list[dict[str, Any]], baseline: str, images: dict[str, bool]) -> Document:
-    """The report's blocks, from the result records alone; ``images`` says which PNGs were written."""
+def build_document(results: list[ArmResult], baseline: str, images: dict[str, bool]) -> Document:
+    """The report's blocks, from the results alone; ``images`` says which PNGs were written. Each arm
+    type adds its own sections (e.g. the compression table) after the quality-against-cost plots."""
     first = results[0]
-    data = first["data"]
-    doc = Document(first["study"])
-    test, train = data["test"], data["train"]
+    data = first.data
+    doc = Document(first.study)
+    test, train = data.test, data.train
     doc.add(
         Paragraph(
-            f"Trained on {train['rows']:,} pairs of {train['source']}, scored on {test['rows']:,} pairs of "
-            f"{test['source']}, labels {', '.join(data['labels'])} ({data['scheme']})."
+            f"Trained on {train.rows:,} pairs of {train.source}, scored on {test.rows:,} pairs of "
+            f"{test.source}, labels {', '.join(data.labels)} ({data.scheme})."
         )
     )
     doc.add(Heading("Verdict"), Bullets(verdict(results)))
     doc.add(Heading("Quality and size"))
     header, rows = main_table(results)
     doc.add(Table(header, rows))
-    level = first["intervals"]["level"]
+    level = first.intervals.level
     doc.add(
         Paragraph(
             f"Intervals: {100 * level:.0f}% percentile bootstrap over test pairs "
-            f"({first['intervals']['resamples']} resamples)."
+            f"({first.intervals.resamples} resamples)."
         )
     )
     doc.add(Heading("Cost"))
@@ -140,33 +150,20 @@ def build_document(results: list[dict[str, Any]], baseline: str, images: dict[st
         doc.add(Heading("Quality against cost"))
         doc.add(Paragraph("Each point is an arm with its 95% interval; the dashed line joins the Pareto frontier."))
         doc.add(*(Image(f, alt) for f, alt in plots))
-    header, rows = compression_table(results)
-    if rows:
-        doc.add(Heading("Compression"))
-        doc.add(
-            Paragraph(
-                "Compress arms against the trained arm they were made from (Δ accuracy, size and speed-up are "
-                "relative to it); their train time is the time taken to compress. Size on disk counts the saved "
-                "files: pruned matrices as bitmask + values, int8 weights as int8. A speed-up marked ‡ was "
-                "measured side by side with the source model (`sizewise study speed`: alternating rounds, each "
-                "model in a process of its own, median of the per-round ratios); unmarked ones divide the two "
-                "arms' own throughputs, measured when each was scored."
-            )
-        )
-        doc.add(Table(header, rows))
-        if images.get(COMPRESSION_PNG):
-            doc.add(Image(COMPRESSION_PNG, "accuracy against size on disk, one line per trained model"))
-    ensembles = [r for r in results if r.get("curves", {}).get("size") and not r["config"].get("compress")]
+    for arm_type in arm_types_of(results):
+        doc.add(*arm_type.report_blocks(results, images))
+    ensembles = size_curve_arms(results)
     if ensembles:
         doc.add(Heading("Ensemble size curve"))
         if images.get(SIZE_CURVE_PNG):
             doc.add(Image(SIZE_CURVE_PNG, "ensemble accuracy against the number of learners"))
         items = []
         for r in ensembles:
-            accs = r["curves"]["size"]["accuracy"]
+            assert r.curves.size is not None
+            accs = r.curves.size.accuracy
             best = max(range(len(accs)), key=accs.__getitem__)
             items.append(
-                f"{r['description']}: accuracy with 1…{len(accs)} learners: "
+                f"{r.description}: accuracy with 1…{len(accs)} learners: "
                 + ", ".join(fmt_number(a) for a in accs)
                 + f" (best {fmt_number(accs[best])} at {best + 1})."
             )
@@ -180,23 +177,23 @@ def build_document(results: list[dict[str, Any]], baseline: str, images: dict[st
         )
         drows = [
             [
-                r["description"],
-                fmt_number(r["diversity"]["ensemble_ce"], 4),
-                fmt_number(r["diversity"]["member_ce"], 4),
-                fmt_number(r["diversity"]["diversity"], 4),
+                r.description,
+                fmt_number(r.diversity.ensemble_ce, 4),
+                fmt_number(r.diversity.member_ce, 4),
+                fmt_number(r.diversity.diversity, 4),
             ]
             for r in ensembles
-            if r.get("diversity")
+            if r.diversity is not None
         ]
         doc.add(Table(["arm", "ensemble CE", "mean member CE", "diversity"], drows))
     doc.add(Heading("Confusion matrices (rows: true, columns: predicted)"))
     if images.get(CONFUSION_PNG):
         doc.add(Image(CONFUSION_PNG, "confusion matrices"))
     for r in results:
-        labels = r["data"]["labels"]
-        cm_rows = [[labels[i]] + [str(c) for c in row] for i, row in enumerate(r["confusion_matrix"])]
-        doc.add(Table(["", *labels], cm_rows, caption=r["description"]))
-    env = first.get("environment", {})
+        labels = r.data.labels
+        cm_rows = [[labels[i]] + [str(c) for c in row] for i, row in enumerate(r.confusion_matrix)]
+        doc.add(Table(["", *labels], cm_rows, caption=r.description))
+    env = first.environment
     doc.add(
         Heading("Environment"),
         Paragraph(
@@ -209,28 +206,28 @@ def build_document(results: list[dict[str, Any]], baseline: str, images: dict[st
     return doc
 
 
-def _energy_note(results: list[dict[str, Any]]) -> str:
-    tracked = [r for r in results if r["cost"].get("train_energy_kwh") is not None]
+def _energy_note(results: list[ArmResult]) -> str:
+    tracked = [r for r in results if r.cost.train_energy_kwh is not None]
     if not tracked:
         return "Energy and CO2 were not measured (codecarbon missing or energy tracking turned off)."
-    c = tracked[0]["cost"]
+    c = tracked[0].cost
     how = (
         "read from the machine's power counters"
-        if all(r["cost"].get("train_measured") for r in tracked)
+        if all(r.cost.train_measured for r in tracked)
         else "estimated (est.): this machine has no power counters, so codecarbon estimated CPU power from its "
         "load and rated power (TDP) and RAM power from its size"
     )
-    intensity = c.get("train_carbon_intensity_g_per_kwh")
+    intensity = c.train_carbon_intensity_g_per_kwh
     grid = f"{intensity:.0f} g CO2e/kWh" if intensity else "unknown intensity"
     return (
         f"Energy: {how}; whole machine, training only. CO2 = energy × the grid intensity of "
-        f"{c.get('train_country')} ({grid}; set cost: country or carbon_intensity_g_per_kwh in the study). "
-        f"Throughput: pairs per second in one predict call of {c.get('inference_batch_pairs')} pairs after a "
+        f"{c.train_country} ({grid}; set cost: country or carbon_intensity_g_per_kwh in the study). "
+        f"Throughput: pairs per second in one predict call of {c.inference_batch_pairs} pairs after a "
         "warm-up; latency: one pair per call."
     )
 
 
-def render_markdown(results: list[dict[str, Any]], baseline: str, images: dict[str, bool]) -> str:
+def render_markdown(results: list[ArmResult], baseline: str, images: dict[str, bool]) -> str:
     """The whole report as Markdown."""
     return to_markdown(build_document(results, baseline, images))
 
@@ -251,12 +248,13 @@ def write_report(run_dir: str | Path, *, baseline: str | None = None, order: lis
     if order is None and study:
         order = [a["name"] for a in study.get("arms", [])]
     results = load_results(run_dir, order)
-    baseline = baseline or (study or {}).get("evaluation", {}).get("baseline") or results[0]["arm"]
+    baseline = baseline or (study or {}).get("evaluation", {}).get("baseline") or results[0].arm
     images = {SIZE_CURVE_PNG: plot_size_curves(results, run_dir / SIZE_CURVE_PNG)}
     for file, field, label, log, lower in TRADEOFFS:
         images[file] = plot_tradeoff(results, field, label, run_dir / file, log=log, lower_is_better=lower)
     images[CONFUSION_PNG] = plot_confusions(results, run_dir / CONFUSION_PNG)
-    images[COMPRESSION_PNG] = plot_compression(results, run_dir / COMPRESSION_PNG)
+    for arm_type in arm_types_of(results):
+        images.update(arm_type.draw(results, run_dir))
     doc = build_document(results, baseline, images)
     atomic_write_text(run_dir / "report.html", to_html(doc, run_dir))
     path = run_dir / "report.md"

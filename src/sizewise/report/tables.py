@@ -6,8 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from sizewise.arms.lineage import cumulative_cost
+from sizewise.cost.energy import fmt_energy
 from sizewise.evaluation.metrics import METRIC_NAMES
 from sizewise.evaluation.stats import mcnemar_exact, paired_bootstrap
+from sizewise.result import ArmResult, Cost
 
 METRIC_TITLES = {
     "accuracy": "accuracy",
@@ -35,9 +38,9 @@ def fmt_count(n: int) -> str:
     return str(n)
 
 
-def fmt_params(cost: dict[str, Any]) -> str:
+def fmt_params(cost: Cost) -> str:
     """Total parameters, with the trainable count in brackets when it differs (adapters)."""
-    total, trainable = cost["parameters_total"], cost["parameters_trainable"]
+    total, trainable = cost.parameters_total, cost.parameters_trainable
     return fmt_count(total) + ("" if trainable == total else f" ({fmt_count(trainable)})")
 
 
@@ -50,9 +53,9 @@ def fmt_seconds(s: float) -> str:
     return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
 
 
-def main_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def main_table(results: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the poster's Table 1 with intervals, parameters and train time."""
-    level = results[0]["intervals"]["level"] if results else 0.95
+    level = results[0].intervals.level if results else 0.95
     pct = f"{100 * level:.0f}%"
     header = ["arm", "params (trainable)"]
     for name in METRIC_NAMES:
@@ -61,38 +64,39 @@ def main_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
     header.append("train time")
     rows = []
     for r in results:
-        cost, m = r["cost"], r["metrics"]
-        row = [r["description"], fmt_params(cost)]
+        cost, m = r.cost, r.metrics
+        row = [r.description, fmt_params(cost)]
         for name in METRIC_NAMES:
             cell = fmt_number(m.get(name))
-            if name in r["intervals"]:
-                lo, hi = r["intervals"][name]
+            interval = r.intervals.of(name)
+            if interval is not None:
+                lo, hi = interval
                 cell += f" [{lo:.3f}, {hi:.3f}]"
             row.append(cell)
-        row.append(fmt_seconds(cost["train_seconds"]))
+        row.append(fmt_seconds(cost.train_seconds))
         rows.append(row)
     return header, rows
 
 
-def paired_tests(results: list[dict[str, Any]], baseline: str, *, seed: int = 0) -> list[dict[str, Any]]:
+def paired_tests(results: list[ArmResult], baseline: str, *, seed: int = 0) -> list[dict[str, Any]]:
     """Every arm against ``baseline`` on the same test pairs: accuracy difference with its
     paired-bootstrap interval, and the exact McNemar p-value."""
-    base = next((r for r in results if r["arm"] == baseline), None)
+    base = next((r for r in results if r.arm == baseline), None)
     if base is None:
         return []
     out = []
-    y = np.asarray(base["predictions"]["y_true"])
-    k = len(base["data"]["labels"])
+    y = np.asarray(base.predictions.y_true)
+    k = len(base.data.labels)
     for r in results:
         if r is base:
             continue
-        row: dict[str, Any] = {"arm": r["arm"], "description": r["description"], "baseline": baseline}
-        if r["data"]["test"]["fingerprint"] != base["data"]["test"]["fingerprint"]:
+        row: dict[str, Any] = {"arm": r.arm, "description": r.description, "baseline": baseline}
+        if r.data.test.fingerprint != base.data.test.fingerprint:
             row["note"] = "different test set: not compared"
             out.append(row)
             continue
-        a = np.asarray(r["predictions"]["y_pred"])
-        b = np.asarray(base["predictions"]["y_pred"])
+        a = np.asarray(r.predictions.y_pred)
+        b = np.asarray(base.predictions.y_pred)
         boot = paired_bootstrap(y, a, b, k, metric="accuracy", seed=seed)
         mc = mcnemar_exact(y, a, b)
         row.update(
@@ -122,15 +126,8 @@ def fmt_ratio(ratio: float, less: str, more: str) -> str:
     return f"{1 / ratio:.1f}× {less}" if ratio < 1 else f"{ratio:.1f}× {more}"
 
 
-def _energy(cost: dict[str, Any], prefix: str) -> float | None:
-    value = cost.get(f"{prefix}_energy_kwh")
-    return float(value) if value is not None else None
-
-
-def cost_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def cost_table(results: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the cost table: time, energy, CO2, memory, size, throughput, latency."""
-    from sizewise.cost.energy import fmt_energy
-
     header = [
         "arm",
         "params",
@@ -145,64 +142,62 @@ def cost_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
     ]
     rows = []
     for r in results:
-        c = r["cost"]
-        co2 = c.get("train_co2_kg")
-        latency = (
-            f"{c['latency_p50_ms']:.1f} / {c['latency_p95_ms']:.1f} ms" if c.get("latency_p50_ms") is not None else "–"
-        )
-        gpu = f" + {c['train_peak_gpu_mb']:,.0f} MB GPU" if c.get("train_peak_gpu_mb") is not None else ""
+        c = r.cost
+        co2 = c.train_co2_kg
+        latency = f"{c.latency_p50_ms:.1f} / {c.latency_p95_ms:.1f} ms"
+        gpu = f" + {c.train_peak_gpu_mb:,.0f} MB GPU" if c.train_peak_gpu_mb is not None else ""
         rows.append(
             [
-                r["description"],
+                r.description,
                 fmt_params(c),
-                fmt_seconds(c["train_seconds"]),
-                fmt_seconds(c["train_cpu_seconds"]),
-                fmt_energy(_energy(c, "train")) + ("" if c.get("train_measured", True) else " (est.)"),
+                fmt_seconds(c.train_seconds),
+                fmt_seconds(c.train_cpu_seconds),
+                fmt_energy(c.train_energy_kwh) + ("" if c.train_measured in (None, True) else " (est.)"),
                 "–" if co2 is None else f"{co2 * 1000:.2f} g",
-                f"{c['peak_rss_mb']:,.0f} MB{gpu}",
-                f"{c['size_on_disk_mb']:.1f} MB",
-                f"{c['inference_pairs_per_s']:,.0f} ({c['inference_batch_pairs']})",
+                f"{c.peak_rss_mb:,.0f} MB{gpu}",
+                f"{c.size_on_disk_mb:.1f} MB",
+                f"{c.inference_pairs_per_s:,.0f} ({c.inference_batch_pairs})",
                 latency,
             ]
         )
     return header, rows
 
 
-def significance_matrix(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def significance_matrix(results: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
     """Exact McNemar p-values between every two arms scored on the same test pairs."""
-    header = ["", *[r["arm"] for r in results]]
+    header = ["", *[r.arm for r in results]]
     cells: dict[tuple[int, int], str] = {}
     for i, a in enumerate(results):
         for j, b in enumerate(results[i + 1 :], start=i + 1):
-            if a["data"]["test"]["fingerprint"] != b["data"]["test"]["fingerprint"]:
+            if a.data.test.fingerprint != b.data.test.fingerprint:
                 cell = "n/a"
             else:  # the test is symmetric: computed once per pair
-                p = mcnemar_exact(a["predictions"]["y_true"], a["predictions"]["y_pred"], b["predictions"]["y_pred"])
+                p = mcnemar_exact(a.predictions.y_true, a.predictions.y_pred, b.predictions.y_pred)
                 cell = fmt_p(p["p_value"]) + (" *" if p["p_value"] < 0.05 else "")
             cells[i, j] = cells[j, i] = cell
-    rows = [[a["arm"], *(cells.get((i, j), "·") for j in range(len(results)))] for i, a in enumerate(results)]
+    rows = [[a.arm, *(cells.get((i, j), "·") for j in range(len(results)))] for i, a in enumerate(results)]
     return header, rows
 
 
-def compare_arms(a: dict[str, Any], b: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
+def compare_arms(a: ArmResult, b: ArmResult, *, seed: int = 0) -> dict[str, Any]:
     """Arm ``a`` against arm ``b`` on the same test pairs: the difference in accuracy and macro-F1
     with paired-bootstrap intervals, and the exact McNemar test. Raises ValueError when the test
     sets differ."""
-    if a["data"]["test"]["fingerprint"] != b["data"]["test"]["fingerprint"]:
+    if a.data.test.fingerprint != b.data.test.fingerprint:
         raise ValueError(
-            f"{a['arm']} and {b['arm']} were scored on different test sets "
-            f"({a['data']['test']['source']} vs {b['data']['test']['source']}): "
+            f"{a.arm} and {b.arm} were scored on different test sets "
+            f"({a.data.test.source} vs {b.data.test.source}): "
             "a paired comparison needs the same pairs"
         )
-    y = np.asarray(a["predictions"]["y_true"])
-    pa, pb = np.asarray(a["predictions"]["y_pred"]), np.asarray(b["predictions"]["y_pred"])
-    k = len(a["data"]["labels"])
-    out: dict[str, Any] = {"a": a["arm"], "b": b["arm"], "pairs": int(y.size), "metrics": {}}
+    y = np.asarray(a.predictions.y_true)
+    pa, pb = np.asarray(a.predictions.y_pred), np.asarray(b.predictions.y_pred)
+    k = len(a.data.labels)
+    out: dict[str, Any] = {"a": a.arm, "b": b.arm, "pairs": int(y.size), "metrics": {}}
     for metric in ("accuracy", "f1_macro"):
         boot = paired_bootstrap(y, pa, pb, k, metric=metric, seed=seed)
         out["metrics"][metric] = {
-            "a": a["metrics"][metric],
-            "b": b["metrics"][metric],
+            "a": a.metrics.get(metric),
+            "b": b.metrics.get(metric),
             "difference": boot["difference"],
             "interval": list(boot["interval"]),
             "bootstrap_p": boot["p_value"],
@@ -211,45 +206,42 @@ def compare_arms(a: dict[str, Any], b: dict[str, Any], *, seed: int = 0) -> dict
     return out
 
 
-def verdict(results: list[dict[str, Any]]) -> list[str]:
+def verdict(results: list[ArmResult]) -> list[str]:
     """Plain-language sentences computed from the numbers: every arm against the most accurate
     one (difference with its interval's half-width, significance, training energy or time,
     parameters, inference throughput), then the cheapest arm that is not significantly worse.
     A compress arm's training cost includes its source arm's (see :func:`cumulative_cost`)."""
     if not results:
         return []
-    best = max(results, key=lambda r: r["metrics"]["accuracy"])
-    lo, hi = best["intervals"]["accuracy"]
-    lines = [
-        f"The most accurate arm is {best['description']}: accuracy {best['metrics']['accuracy']:.3f} "
-        f"[{lo:.3f}, {hi:.3f}]."
-    ]
-    by_arm = {r["arm"]: r for r in results}
-    use_energy = all(_energy(r["cost"], "train") is not None for r in results)
+    best = max(results, key=lambda r: r.metrics.accuracy)
+    lo, hi = best.intervals.accuracy
+    lines = [f"The most accurate arm is {best.description}: accuracy {best.metrics.accuracy:.3f} [{lo:.3f}, {hi:.3f}]."]
+    by_arm = {r.arm: r for r in results}
+    use_energy = all(r.cost.train_energy_kwh is not None for r in results)
     key = "train_energy_kwh" if use_energy else "train_seconds"
     best_cost = max(cumulative_cost(best, by_arm, key) or 0.0, 1e-12)
-    bc = best["cost"]
+    bc = best.cost
     candidates = [best]
-    for r in sorted(results, key=lambda r: -r["metrics"]["accuracy"]):
+    for r in sorted(results, key=lambda r: -r.metrics.accuracy):
         if r is best:
             continue
         try:
             cmp = compare_arms(r, best)
         except ValueError:
-            lines.append(f"{r['description']} was scored on another test set and is not compared.")
+            lines.append(f"{r.description} was scored on another test set and is not compared.")
             continue
         acc = cmp["metrics"]["accuracy"]
         d, (dlo, dhi) = 100 * acc["difference"], (100 * acc["interval"][0], 100 * acc["interval"][1])
         p = cmp["mcnemar"]["p_value"]
-        c = r["cost"]
+        c = r.cost
         train_cost = fmt_ratio((cumulative_cost(r, by_arm, key) or 0.0) / best_cost, "less", "more")
         train_cost += " training energy" if use_energy else " training time"
-        params = fmt_ratio(c["parameters_total"] / max(bc["parameters_total"], 1), "fewer", "more")
-        speed = fmt_ratio(c["inference_pairs_per_s"] / max(bc["inference_pairs_per_s"], 1e-9), "lower", "higher")
+        params = fmt_ratio(c.parameters_total / max(bc.parameters_total, 1), "fewer", "more")
+        speed = fmt_ratio(c.inference_pairs_per_s / max(bc.inference_pairs_per_s, 1e-9), "lower", "higher")
         significance = f"significant, McNemar p {fmt_p(p)}" if p < 0.05 else f"not significant, McNemar p {fmt_p(p)}"
         lines.append(
-            f"{r['description']} is {abs(d):.1f} pts (± {(dhi - dlo) / 2:.1f}) {'below' if d < 0 else 'above'} "
-            f"{best['description']} ({significance}) at {train_cost}, {params} parameters and "
+            f"{r.description} is {abs(d):.1f} pts (± {(dhi - dlo) / 2:.1f}) {'below' if d < 0 else 'above'} "
+            f"{best.description} ({significance}) at {train_cost}, {params} parameters and "
             f"{speed} inference throughput."
         )
         if p >= 0.05:
@@ -258,118 +250,13 @@ def verdict(results: list[dict[str, Any]]) -> list[str]:
         cheapest = min(candidates, key=lambda r: cumulative_cost(r, by_arm, key) or 0.0)
         if cheapest is best:
             lines.append(
-                f"{best['description']} is also the cheapest to train of the arms not significantly less "
-                "accurate than it."
+                f"{best.description} is also the cheapest to train of the arms not significantly less accurate than it."
             )
         else:
             lines.append(
-                f"{cheapest['description']} is the cheapest to train of the arms not significantly less accurate "
-                f"than {best['description']}."
+                f"{cheapest.description} is the cheapest to train of the arms not significantly less accurate "
+                f"than {best.description}."
             )
     else:
-        lines.append(f"Every other arm is significantly less accurate than {best['description']}.")
+        lines.append(f"Every other arm is significantly less accurate than {best.description}.")
     return lines
-
-
-def compress_source(result: dict[str, Any]) -> str | None:
-    """The arm a compress arm was made from (None for an arm that trained its own model)."""
-    block = result.get("config", {}).get("compress")
-    return block.get("from") if isinstance(block, dict) else None
-
-
-def cumulative_cost(result: dict[str, Any], by_arm: dict[str, dict[str, Any]], key: str) -> float | None:
-    """A cost field of an arm; for a compress arm, plus that of every arm it descends from (a
-    compressed model costs its source's training and then the compression). None if any is missing."""
-    total, arm, seen = 0.0, result, set()
-    while arm is not None and arm["arm"] not in seen:
-        seen.add(arm["arm"])
-        value = arm["cost"].get(key)
-        if value is None:
-            return None
-        total += float(value)
-        source = compress_source(arm)
-        arm = by_arm.get(source) if source is not None else None
-    return total
-
-
-def compress_root(result: dict[str, Any], by_arm: dict[str, dict[str, Any]]) -> str:
-    """The trained arm at the start of a chain of compress arms (the arm itself when it trained)."""
-    arm, seen = result["arm"], set()
-    while arm in by_arm and arm not in seen:
-        seen.add(arm)
-        source = compress_source(by_arm[arm])
-        if source is None or source not in by_arm:
-            return arm
-        arm = source
-    return arm
-
-
-def steps_label(result: dict[str, Any]) -> str:
-    """A compress arm's transforms in short: 'prune 50% → int8'."""
-    parts = []
-    for step in result["config"]["compress"].get("steps") or []:
-        kind = step.get("transform")
-        if kind == "prune":
-            parts.append(f"prune {100 * step['sparsity']:.0f}%")
-        elif kind == "prune_structured":
-            parts.append(f"prune units {100 * step['fraction']:.0f}%")
-        elif kind == "prune_heads":
-            parts.append(f"prune heads {100 * step['fraction']:.0f}%")
-        elif kind == "recover":
-            parts.append(f"recover {step.get('epochs', 1)} ep")
-        elif kind == "quantize_int8":
-            parts.append("int8")
-        else:
-            parts.append(str(kind))
-    return " → ".join(parts)
-
-
-def _speedup_cell(cost: dict[str, Any], root: dict[str, Any]) -> str:
-    """Measured side by side against the root arm (``sizewise study speed``) where it was, else the
-    ratio of the two arms' own inference measurements (taken at different times)."""
-    side = cost.get("speed_vs_source")
-    if side and side.get("source") == root["arm"]:
-        return f"{side['ratio']:.2f}× ‡"
-    return f"{cost['inference_pairs_per_s'] / root['cost']['inference_pairs_per_s']:.2f}×"
-
-
-def compression_table(results: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Each compress arm beside the trained arm it descends from: accuracy change, size on disk and
-    throughput as ratios of that arm's. Empty rows when the study has no compress arms."""
-    by_arm = {r["arm"]: r for r in results}
-    level = results[0]["intervals"]["level"] if results else 0.95
-    header = [
-        "arm",
-        "from",
-        "transforms",
-        f"accuracy [{100 * level:.0f}% CI]",
-        "Δ accuracy",
-        "size on disk",
-        "size ratio",
-        "nonzero params",
-        "inference pairs/s",
-        "speed-up",
-    ]
-    rows = []
-    for r in results:
-        if compress_source(r) is None:
-            continue
-        root = by_arm[compress_root(r, by_arm)]
-        c, rc = r["cost"], root["cost"]
-        lo, hi = r["intervals"]["accuracy"]
-        nonzero = c.get("parameters_nonzero")
-        rows.append(
-            [
-                r["description"],
-                root["description"],
-                steps_label(r),
-                f"{fmt_number(r['metrics']['accuracy'])} [{lo:.3f}, {hi:.3f}]",
-                f"{100 * (r['metrics']['accuracy'] - root['metrics']['accuracy']):+.1f} pts",
-                f"{c['size_on_disk_mb']:.1f} MB",
-                f"{c['size_on_disk_mb'] / rc['size_on_disk_mb']:.2f}×",
-                "–" if nonzero is None else f"{nonzero / 1e6:.2f}M of {c['parameters_total'] / 1e6:.2f}M",
-                f"{c['inference_pairs_per_s']:,.0f}",
-                _speedup_cell(c, root),
-            ]
-        )
-    return header, rows

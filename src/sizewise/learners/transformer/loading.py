@@ -1,0 +1,260 @@
+"""Loading what the ``transformer`` learner is made of: tokenizers, sequence-classification models
+(head-pruned ones too) and LoRA / IA3 adapters, with transformers' own load reports kept quiet.
+
+``transformers`` and ``peft`` are imported inside the functions: importing sizewise stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from sizewise.compress.surgery import PRUNED_HEADS_KEY, attention_blocks, keep_heads
+from sizewise.data.labels import LabelScheme
+from sizewise.errors import ConfigError, ModelError
+from sizewise.learners.transformer.config import TransformerConfig, resolve_model
+
+logger = logging.getLogger(__name__)
+
+#: LoRA target modules per ``config.model_type`` (the attention query and value projections).
+LORA_TARGET_MODULES: dict[str, list[str]] = {
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "xlm-roberta": ["query", "value"],
+    "electra": ["query", "value"],
+    "deberta-v2": ["query_proj", "value_proj"],
+    "distilbert": ["q_lin", "v_lin"],
+}
+
+#: The files of a saved full model and of a saved adapter.
+FULL_WEIGHTS = "model.safetensors"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def default_target_modules(model_type: str, mode: str = "lora") -> list[str]:
+    """The modules an adapter wraps by default for an architecture (``model.config.model_type``)."""
+    from peft.utils.constants import (
+        TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING,
+        TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING,
+    )
+
+    if mode == "ia3":
+        found = TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING.get(model_type)
+    else:
+        found = LORA_TARGET_MODULES.get(model_type) or TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(
+            model_type
+        )
+    if not found:
+        raise ConfigError(
+            "transformer", [f"target_modules: no default for architecture {model_type!r}; name the modules to adapt"]
+        )
+    return list(found)
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and tqdm bars for one call; we log what matters ourselves."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(source: str) -> Any:
+    """The tokenizer of a model folder or hub name, with a pad token (its end-of-sequence token if it has none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{source}: could not load its tokenizer ({_first_line(exc)})") from None
+    if tokenizer.pad_token is None:
+        # Decoder-style models (GPT-2, Llama) have no pad token; padding positions are masked anyway.
+        if tokenizer.eos_token is None:
+            raise ModelError(f"{source}: the tokenizer has neither a pad nor an end-of-sequence token")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_classifier(source: str, scheme: LabelScheme, pad_token_id: int) -> tuple[nn.Module, list[str]]:
+    """A sequence-classification model for ``scheme``; also the names of weights it had to initialise."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        with quiet_transformers():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                source,
+                num_labels=scheme.num_labels,
+                id2label=dict(enumerate(scheme.labels)),
+                label2id={name: i for i, name in enumerate(scheme.labels)},
+                ignore_mismatched_sizes=True,  # a checkpoint with another head size gets a fresh head
+                output_loading_info=True,
+            )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{source}: could not load a sequence-classification model ({_first_line(exc)})") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = pad_token_id
+    heads = getattr(model.config, PRUNED_HEADS_KEY, None)
+    if heads is not None:  # q / k / v / attention output came back full-size and re-initialised
+        return model, _reload_pruned_heads(model, Path(source), int(heads))
+    mismatched = {k[0] if isinstance(k, tuple) else k for k in info.get("mismatched_keys", ())}
+    return model, sorted(set(info.get("missing_keys", ())) | mismatched)
+
+
+def _reload_pruned_heads(model: nn.Module, folder: Path, heads: int) -> list[str]:
+    """Cut every attention block of ``model`` to ``heads`` heads, then load all of ``folder``'s saved
+    weights into it (safetensors); returns the weights the folder lacks (or holds in another shape,
+    as ``ignore_mismatched_sizes`` would: a head for another number of labels)."""
+    blocks = attention_blocks(model)
+    if not blocks:
+        raise ModelError(f"{folder}: config.json says {heads} attention heads were kept, but the model has none")
+    keep_heads(model, [torch.arange(heads)] * len(blocks))
+    index = folder / f"{FULL_WEIGHTS}.index.json"
+    try:
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else None
+        saved: dict[str, torch.Tensor] = {}
+        for name in files or [FULL_WEIGHTS]:
+            saved.update(load_file(str(folder / name)))
+    except (OSError, SafetensorError, ValueError, KeyError) as exc:
+        raise ModelError(f"{folder}: could not read the head-pruned weights ({_first_line(exc)})") from None
+    own = model.state_dict()
+    usable = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(usable, strict=False)
+    loaded = {own[k].data_ptr() for k in usable}  # a tied weight is saved under one of its names
+    return sorted(k for k in own if k not in usable and own[k].data_ptr() not in loaded)
+
+
+def _fresh_modules(fresh_keys: list[str], base_prefix: str) -> list[str]:
+    """Modules holding freshly initialised weights beyond peft's own ``classifier`` / ``score``.
+
+    peft's SEQ_CLS task already trains and saves ``classifier`` and ``score``; other new parts (the
+    pooler of DeBERTa, a BERT checkpoint saved without its pooler) must be trained and saved too,
+    or a reloaded adapter would meet different random weights.
+    """
+    names = set()
+    for key in fresh_keys:
+        parts = key.split(".")
+        name = ".".join(parts[:2]) if parts[0] == base_prefix and len(parts) > 2 else parts[0]
+        if name not in ("classifier", "score"):
+            names.add(name)
+    return sorted(names)
+
+
+def wrap_adapter(model: nn.Module, fresh: list[str], cfg: TransformerConfig) -> tuple[nn.Module, list[str], list[str]]:
+    """``model`` wrapped in the LoRA / IA3 adapter of ``cfg``; also the adapted modules and the modules
+    trained and saved whole (the head, and every other module holding the ``fresh`` weights)."""
+    from peft import IA3Config, LoraConfig, get_peft_model
+
+    model_type = model.config.model_type
+    extra = _fresh_modules(fresh, getattr(model, "base_model_prefix", ""))
+    targets = list(cfg.target_modules) if cfg.target_modules else default_target_modules(model_type, cfg.mode)
+    # peft's SEQ_CLS task adds 'classifier' and 'score' to modules_to_save itself; naming the head
+    # here as well keeps its training and saving explicit should peft change that.
+    heads = [name for name, _ in model.named_children() if name in ("classifier", "score")]
+    to_save = heads + extra
+    if cfg.mode == "lora":
+        peft_config: Any = LoraConfig(
+            task_type="SEQ_CLS",
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=targets,
+            modules_to_save=to_save,
+        )
+    else:
+        feedforward = None
+        if not cfg.target_modules:
+            from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING
+
+            feedforward = TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.get(model_type, [])
+        peft_config = IA3Config(
+            task_type="SEQ_CLS",
+            target_modules=targets,
+            feedforward_modules=feedforward or [],
+            modules_to_save=to_save,
+        )
+    try:
+        with quiet_transformers():
+            wrapped = get_peft_model(model, peft_config)
+    except ValueError as exc:
+        raise ConfigError("transformer", [f"target_modules: {_first_line(exc)}"]) from None
+    untrained = [k for k in fresh if not _is_trainable(wrapped, k)]
+    if untrained:  # a guard against peft's most reported bug: an untrained, unsaved head
+        raise ModelError(f"these newly initialised weights would not be trained: {', '.join(untrained)}")
+    return wrapped, targets, sorted(set(wrapped.peft_config["default"].modules_to_save or []))
+
+
+def _is_trainable(wrapped: nn.Module, key: str) -> bool:
+    # peft names a saved module's trained copy 'base_model.model.<module>.modules_to_save.default.<rest>'.
+    for name, p in wrapped.named_parameters():
+        plain = name.removeprefix("base_model.model.").replace("modules_to_save.default.", "")
+        if p.requires_grad and plain == key:
+            return True
+    return False
+
+
+def load_adapter(base: nn.Module, directory: Path) -> nn.Module:
+    """The adapter saved in ``directory`` on ``base``, its adapter and head trainable (as after fit, and counted so)."""
+    from peft import PeftModel
+
+    try:
+        with quiet_transformers():
+            return PeftModel.from_pretrained(base, str(directory), is_trainable=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelError(f"{directory}: could not load the adapter ({_first_line(exc)})") from None
+
+
+def merge_adapter_for_prediction(model: nn.Module) -> None:
+    """Fold a peft adapter into the frozen weights it adapts, once, for prediction: one matrix
+    product per adapted layer instead of two. The adapter's own weights stay as they were, so it is
+    still saved as an adapter; training always starts from a freshly built model. A model without a
+    mergeable adapter (a plain model, an adapter type or layer peft cannot merge) is left as it is.
+    """
+    tuner = getattr(model, "base_model", None)
+    if not hasattr(tuner, "merge_adapter") or adapter_is_merged(model):
+        return
+    try:
+        tuner.merge_adapter()
+    except (ValueError, NotImplementedError, RuntimeError) as exc:
+        logger.debug("predicting with the adapter unmerged: %s", _first_line(exc))
+
+
+def adapter_is_merged(model: nn.Module) -> bool:
+    """Whether any peft adapter layer of ``model`` is merged into its base weights now."""
+    return any(getattr(m, "merged", False) is True for m in model.modules() if hasattr(m, "merged_adapters"))
+
+
+def resolve_base(name: str, path_at_fit: str | None, directory: Path) -> str:
+    """The adapter's base model: its ``model`` setting, else the folder it resolved to when fitted."""
+    try:
+        return resolve_model(name)
+    except ConfigError as exc:
+        if path_at_fit and Path(path_at_fit).is_dir():
+            return path_at_fit
+        raise ModelError(f"{directory}: the adapter's base model {name!r} is not available ({exc})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
