@@ -237,7 +237,7 @@ def summarize_compression(paths: list[Path], pairs: list[str]) -> str:
                 f"| {a.description} ({a.metrics.accuracy:.3f}) | {a.cost.size_on_disk_mb:.1f} MB "
                 f"| {b.description} ({b.metrics.accuracy:.3f}) | {b.cost.size_on_disk_mb:.1f} MB "
                 f"| {100 * d['difference']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}] "
-                f"| {fmt_p(cmp['mcnemar']['p_value'])} |"
+                f"| {fmt_p(cmp['test']['p_value'])} |"
             )
     lines += ["", _machine(results)]
     side = [r.cost.speed_vs_source for r in results if r.cost.speed_vs_source is not None]

@@ -267,7 +267,51 @@ def test_data_error_string_summarises_many_problems(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         read_pairs(path)
     assert len(info.value.problems) == 30
-    assert "and 29 more problems" in str(info.value)
+    choices = "is not one of entailment, neutral, contradiction"
+    # The first problem in full, three more from "line" on (the file name said once), then the count.
+    assert str(info.value) == (
+        f'{path} line 2: label: "bad0" {choices} (also line 3: label: "bad1" {choices}; '
+        f'line 4: label: "bad2" {choices}; line 5: label: "bad3" {choices}; … and 26 more problems: 30 in all)'
+    )
+
+
+def test_data_error_string_with_few_problems_shows_them_all() -> None:
+    assert str(DataError(["a.tsv line 2: x"])) == "a.tsv line 2: x"
+    assert str(DataError(["a.tsv line 2: x", "a.tsv line 3: y"])) == "a.tsv line 2: x (also line 3: y)"
+    four = ["a.tsv line 2: w", "b.tsv line 3: x", "a.tsv line 4: y", "no line here"]
+    assert str(DataError(four)) == "a.tsv line 2: w (also b.tsv line 3: x; line 4: y; no line here)"
+    five = [*four, "a.tsv line 9: z"]
+    assert str(DataError(five)).endswith("; no line here; … and 1 more problem: 5 in all)")
+    assert str(DataError([])) == "bad data"
+
+
+def test_5000_bad_rows_give_a_short_message_with_the_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An evaluation set of 5,000 rows with a label the scheme does not know: the error names a few
+    # of them and how many there are, in one short line; ``problems`` keeps every one.
+    monkeypatch.chdir(tmp_path)  # the length checked is the message's own, not that of pytest's folder
+    rows = [(f"premise {i}", f"hypothesis {i}", "not_entailment" if i % 2 else "entails") for i in range(5000)]
+    _write(tmp_path / "eval.tsv", _tsv(rows))
+    with pytest.raises(DataError) as info:
+        read_pairs("eval.tsv")
+    message = str(info.value)
+    assert len(info.value.problems) == 5000
+    assert info.value.problems[-1] == 'eval.tsv line 5001: label: "not_entailment" is not one of ' + (
+        "entailment, neutral, contradiction"
+    )
+    assert len(message) < 400, message
+    assert "\n" not in message
+    assert message.startswith('eval.tsv line 2: label: "entails" is not one of entailment, neutral, contradiction')
+    assert message.count("line ") == 4
+    assert message.endswith("… and 4,996 more problems: 5,000 in all)")
+
+
+def test_a_long_bad_label_is_cut_in_the_message(tmp_path: Path) -> None:
+    sentence = "A man in a red shirt\nis playing a guitar on a stage in front of a large crowd."
+    path = _write(tmp_path / "shifted.csv", _csv([("p", "h", sentence)]))
+    (problem,) = _problems(path)
+    assert problem == f'{path} line 2: label: "A man in a red shirt is playing a guitar…" is not one of ' + (
+        "entailment, neutral, contradiction"
+    )
 
 
 # --- real data -----------------------------------------------------------------------------------

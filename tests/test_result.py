@@ -12,7 +12,7 @@ import pytest
 
 from conftest import run_cli
 from sizewise.report.render import load_arm
-from sizewise.result import RESULT_SCHEMA, ArmResult, ResultError
+from sizewise.result import ArmResult, ResultError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(ROOT.glob("benchmarks/results/**/result.json"))
@@ -23,7 +23,7 @@ def test_every_shipped_result_loads_and_is_written_back_unchanged() -> None:
     assert len(SHIPPED) == 42
     for path in SHIPPED:
         result = ArmResult.read(path)
-        assert result.schema_ == RESULT_SCHEMA
+        assert result.schema_ == "sizewise.result/1"  # read as written, never rewritten to /2
         text = json.dumps(result.to_json(), indent=2, allow_nan=False) + "\n"
         assert text == path.read_text(encoding="utf-8"), f"{path} changes when written back"
 
@@ -62,7 +62,7 @@ def _edited(tmp_path: Path, edit: Any) -> Path:
         (lambda r: r["metrics"].update(acuracy=0.5), "metrics.acuracy: unknown field"),
         (lambda r: r["predictions"]["y_pred"].__setitem__(3, "neutral"), "predictions.y_pred[3]: Input should be"),
         (lambda r: r["data"]["test"].update(rows="many"), "data.test.rows: Input should be a valid integer"),
-        (lambda r: r.update(schema="sizewise.result/9"), "schema 'sizewise.result/9' is not sizewise.result/1"),
+        (lambda r: r.update(schema="sizewise.result/9"), "schema 'sizewise.result/9' is not sizewise.result/2"),
         (lambda r: r.pop("schema"), "not a sizewise result file (field 'schema' missing)"),
         (lambda r: r["config"].update(compress={"from": "x"}), "config: holds the seed and one arm type's block"),
         (lambda r: r["config"].update(trained=r["config"].pop("learner")), "config.trained: not an arm type"),

@@ -109,12 +109,14 @@ def _print_table(run_dir: Path, order: list[str] | None = None) -> None:
         title=str(run_dir),
     )
     for r in results:
-        m, ci = r.metrics, r.intervals
+        m, ci, s = r.metrics, r.intervals, r.seeds
+        acc_sd = "" if s is None else f" ± {s.accuracy_sd:.3f} ({r.n_seeds} seeds)"
+        f1_sd = "" if s is None else f" ± {s.f1_macro_sd:.3f}"
         table.add_row(
             r.description,
             fmt_params(r.cost),
-            f"{m.accuracy:.3f} [{ci.accuracy[0]:.3f}, {ci.accuracy[1]:.3f}]",
-            f"{m.f1_macro:.3f} [{ci.f1_macro[0]:.3f}, {ci.f1_macro[1]:.3f}]",
+            f"{m.accuracy:.3f}{acc_sd} [{ci.accuracy[0]:.3f}, {ci.accuracy[1]:.3f}]",
+            f"{m.f1_macro:.3f}{f1_sd} [{ci.f1_macro[0]:.3f}, {ci.f1_macro[1]:.3f}]",
             fmt_number(m.roc_auc_macro),
             fmt_seconds(r.cost.train_seconds),
         )
@@ -224,10 +226,17 @@ def compare(
             fmt_p(m["bootstrap_p"]),
         )
     out.print(table)
-    mc = cmp["mcnemar"]
-    p = mc["p_value"]
+    t = cmp["test"]
+    p = t["p_value"]
+    if t["name"] == "McNemar":
+        counts = f"McNemar (exact): {t['a_only']} pairs only A gets right, {t['b_only']} only B"
+    else:
+        counts = (
+            f"Two-level bootstrap over {cmp['seeds']} training seeds and the test pairs: on average "
+            f"{t['a_only']:.0f} pairs only A gets right, {t['b_only']:.0f} only B"
+        )
     out.print(
-        f"McNemar (exact): {mc['a_only']} pairs only A gets right, {mc['b_only']} only B; p {fmt_p(p)} — "
+        f"{counts}; p {fmt_p(p)} — "
         + ("a significant difference (p < 0.05)." if p < 0.05 else "not significant: the difference may be chance."),
         highlight=False,
     )
@@ -301,19 +310,32 @@ def evaluate(
     data: Annotated[str, typer.Argument(help="Labelled pairs: file, or dataset name:split.")],
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    scheme: Annotated[
+        str | None,
+        typer.Option(
+            help="Score under this scheme: binary or nli3. Default: the model's own, binary on a binary "
+            "dataset or for a binary model. An nli3 model scored as binary: p(entailment) against 1 − "
+            "p(entailment), nli3 labels read as binary."
+        ),
+    ] = None,
 ) -> None:
     """Score a saved model: the six metrics, intervals, confusion matrix."""
     from sizewise.evaluation.metrics import METRIC_NAMES, compute_metrics, confusion_matrix
+    from sizewise.evaluation.schemes import collapse_proba, load_scoring_pairs, model_inputs, scoring_note
     from sizewise.evaluation.stats import bootstrap_intervals
 
     meta = read_learner_meta(model_dir)
+    pairs = load_scoring_pairs(data, meta["scheme"], scheme)
     model = load_learner(model_dir)
-    pairs = load_pairs(data, scheme=meta["scheme"])
-    proba = model.predict_proba(pairs)
+    proba = collapse_proba(model.predict_proba(model_inputs(pairs, meta["scheme"])), meta["scheme"], pairs.scheme.name)
     k = pairs.scheme.num_labels
     metrics = compute_metrics(pairs.labels, proba, k)
     ci = bootstrap_intervals(pairs.labels, proba.argmax(1), k, n_resamples=resamples, seed=seed)
-    table = Table("metric", "value", "95% CI", title=f"{model_dir} on {pairs.source} ({len(pairs):,} pairs)")
+    title = f"{model_dir} on {pairs.source} ({len(pairs):,} pairs)"
+    note = scoring_note(meta["scheme"], pairs.scheme.name)
+    table = Table("metric", "value", "95% CI", title=title if note is None else f"{title}\n{note}")
+    if note is not None:
+        table.min_width = len(note) + 4  # the note on one line of its own
     for name in METRIC_NAMES:
         value = metrics[name]
         interval = f"[{ci[name][0]:.3f}, {ci[name][1]:.3f}]" if name in ci else ""

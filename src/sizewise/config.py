@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PositiveInt,
     PrivateAttr,
     ValidationError,
     field_validator,
@@ -26,6 +28,7 @@ from sizewise.data.catalog import DATASETS
 from sizewise.data.labels import SCHEMES
 from sizewise.errors import ConfigError
 from sizewise.learners.base import format_validation_error
+from sizewise.units import TrainSize, Unit, sizes_from
 
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -39,7 +42,10 @@ class DataConfig(_Strict):
 
     train: str = Field(description="Training pairs: a file, or a named dataset as `name` or `name:split`.")
     dev: str | None = Field(None, description="Dev pairs for early stopping (file or `name:split`).")
-    test: str = Field(description="Test pairs every arm is scored on (file or `name:split`).")
+    test: str | list[str] | dict[str, str] = Field(
+        description="Test pairs every arm is scored on (file or `name:split`); several sets as a list or as "
+        "{name: source}. The first is the in-domain set of the main tables; every arm is scored on each."
+    )
     scheme: str = Field("nli3", description="Label scheme: nli3, or binary (nli3 collapses to it).")
     columns: dict[str, str] | None = Field(
         None, description="Column names in the files, e.g. {premise: sentence1, hypothesis: sentence2}."
@@ -50,7 +56,44 @@ class DataConfig(_Strict):
         ge=1,
         description="Subset size of dev; with no dev named, this many pairs are held out of train.",
     )
-    test_size: int | None = Field(None, ge=1, description="Subset size of test (None: all).")
+    test_size: int | None = Field(None, ge=1, description="Subset size of each test set (None: all).")
+    train_sizes: list[PositiveInt | Literal["all"]] | None = Field(
+        None,
+        description="A learning curve: train each arm on stratified subsets of these many pairs (`all`: the "
+        "whole training set), a new subset per seed.",
+    )
+    shots_per_class: list[PositiveInt] | None = Field(
+        None, description="A learning curve in examples per class (K-shot): exactly K pairs of every label."
+    )
+
+    @field_validator("test")
+    @classmethod
+    def _some_test_set(cls, value: str | list[str] | dict[str, str]) -> str | list[str] | dict[str, str]:
+        if not isinstance(value, str) and not value:
+            raise ValueError("name at least one test set")
+        if isinstance(value, list) and len(set(value)) < len(value):
+            raise ValueError("a test set is named twice")
+        return value
+
+    @model_validator(mode="after")
+    def _one_size_setting(self) -> DataConfig:
+        if self.train_size is not None and (self.train_sizes or self.shots_per_class):
+            raise ValueError("train_size is one size; with train_sizes or shots_per_class, list every size there")
+        return self
+
+    @property
+    def test_sets(self) -> dict[str, str]:
+        """The test sets by name, the in-domain one first (a set given without a name is named by its source)."""
+        if isinstance(self.test, str):
+            return {self.test: self.test}
+        if isinstance(self.test, list):
+            return {spec: spec for spec in self.test}
+        return dict(self.test)
+
+    @property
+    def sized(self) -> bool:
+        """Whether the study draws a learning curve (train_sizes or shots_per_class)."""
+        return bool(self.train_sizes or self.shots_per_class)
 
     @field_validator("scheme")
     @classmethod
@@ -76,6 +119,15 @@ class ArmConfig(BaseModel):
 
     name: str = Field(description="Folder-safe name of the arm (letters, digits, . _ -).")
     description: str | None = Field(None, description="A human label for tables (default: the name).")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="Training seeds of this arm (default: the study's)."
+    )
+    train_sizes: list[PositiveInt | Literal["all"]] | None = Field(
+        None, description="This arm's learning-curve sizes in pairs (default: the study's data.train_sizes)."
+    )
+    shots_per_class: list[PositiveInt] | None = Field(
+        None, description="This arm's learning-curve sizes per class (default: the study's data.shots_per_class)."
+    )
     _arm_type: str = PrivateAttr("")
     _spec: Any = PrivateAttr(None)
 
@@ -102,7 +154,17 @@ class ArmConfig(BaseModel):
 
     @model_serializer
     def _as_written(self) -> dict[str, Any]:
-        return {"name": self.name, self.arm_type: self.type_.dump(self.spec), "description": self.description}
+        written = {"name": self.name, self.arm_type: self.type_.dump(self.spec), "description": self.description}
+        return {**written, **self.overrides}
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The study settings this arm overrides (seeds, learning-curve sizes), as written."""
+        return {
+            key: getattr(self, key)
+            for key in ("seeds", "train_sizes", "shots_per_class")
+            if getattr(self, key) is not None
+        }
 
     @property
     def arm_type(self) -> str:
@@ -137,6 +199,12 @@ class StudyConfig(_Strict):
     data: DataConfig
     arms: list[ArmConfig] = Field(min_length=1, description="The models to compare, in table order.")
     seed: int = Field(0, description="Seed of the data subsets and the default seed of every learner.")
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="Training seeds: every arm is trained once per seed (each with its own learning-curve "
+        "subsets) and reported as the mean over seeds. Default: [seed].",
+    )
     output: str = Field("runs/study", description="Folder for result JSON, models and the report.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     cost: EnergySettings = Field(default_factory=EnergySettings)
@@ -157,7 +225,9 @@ class StudyConfig(_Strict):
                 arms.append(arm)
                 continue
             for name, description, spec in made:
-                arms.append(ArmConfig.model_validate({"name": name, "description": description, arm.arm_type: spec}))
+                block = {"name": name, "description": description, arm.arm_type: spec, **arm.overrides}
+                arms.append(ArmConfig.model_validate(block))
+        problems.extend(self._unit_problems(arms))
         if problems:
             raise ValueError("; ".join(problems))
         self.arms = arms
@@ -170,21 +240,86 @@ class StudyConfig(_Strict):
                 return arm
         raise KeyError(name)
 
-    def arm_fingerprint(self, arm: ArmConfig) -> str:
-        """A hash of all that determines an arm's result: a finished arm is reused only if it matches.
-        An arm made from other arms' models includes their fingerprints: a retrained source makes it stale."""
+    def arm_seeds(self, arm: ArmConfig) -> list[int]:
+        """The training seeds of ``arm``: its own, else the study's ``seeds``, else ``[seed]``."""
+        return list(dict.fromkeys(arm.seeds or self.seeds or [self.seed]))
+
+    def arm_sizes(self, arm: ArmConfig) -> list[TrainSize]:
+        """The learning-curve sizes of ``arm``, smallest first ([] when it trains on the whole training set
+        once). An arm made from another arm's model (a compress arm) has its source's largest size."""
+        if not arm.type_.sized:
+            sources = arm.type_.sources(arm.spec)
+            return self.arm_sizes(self.arm(sources[0]))[-1:] if sources else []
+        if arm.train_sizes is not None or arm.shots_per_class is not None:
+            sizes = sizes_from(arm.train_sizes, arm.shots_per_class)
+        else:
+            sizes = sizes_from(self.data.train_sizes, self.data.shots_per_class)
+        k = SCHEMES[self.data.scheme].num_labels
+        return sorted(sizes, key=lambda size: size.labelled_pairs(sys.maxsize, k))
+
+    def units(self, arm: ArmConfig) -> list[Unit]:
+        """Every training of ``arm``: seeds crossed with sizes, smallest size first."""
+        sizes: list[TrainSize | None] = [*self.arm_sizes(arm)] or [None]
+        return [Unit(seed, size) for size in sizes for seed in self.arm_seeds(arm)]
+
+    def single_unit(self, arm: ArmConfig) -> bool:
+        """Whether ``arm`` trains once (one seed, no curve): its result stays in its own folder."""
+        return len(self.units(arm)) == 1 and self.units(arm)[0].size is None
+
+    def source_unit(self, arm: ArmConfig, unit: Unit, source: str) -> Unit:
+        """The unit of arm ``source`` that ``arm``'s ``unit`` is made from: the same seed, and the
+        source's largest size."""
+        sizes = self.arm_sizes(self.arm(source))
+        return Unit(unit.seed, sizes[-1] if sizes else None)
+
+    def arm_fingerprint(self, arm: ArmConfig, unit: Unit | None = None) -> str:
+        """A hash of all that determines one unit's result (the arm's first unit by default): a finished
+        unit is reused only if it matches. An arm made from other arms' models includes their
+        fingerprints: a retrained source makes it stale."""
+        unit = unit or self.units(arm)[0]
         record = {"name": arm.name, **dict.fromkeys(_FINGERPRINT_BLOCKS), "description": arm.description}
         record[arm.arm_type] = arm.type_.dump(arm.spec)
+        data = self.data.model_dump(exclude={"train_sizes", "shots_per_class"})
         payload: dict[str, Any] = {
             "arm": record,
-            "data": self.data.model_dump(),
-            "seed": self.seed,
+            "data": data,
+            "seed": unit.seed,
             "evaluation": self.evaluation.model_dump(exclude={"baseline"}),
         }
-        sources = [self.arm_fingerprint(self.arm(name)) for name in arm.type_.sources(arm.spec)]
+        if self.seeds is not None or arm.seeds is not None:
+            payload["data_seed"] = self.seed
+        if unit.size is not None:
+            payload["train"] = unit.size.key
+        sources = [
+            self.arm_fingerprint(self.arm(name), self.source_unit(arm, unit, name))
+            for name in arm.type_.sources(arm.spec)
+        ]
         if sources:
             payload["source"] = sources[0] if len(sources) == 1 else sources
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _unit_problems(self, arms: list[ArmConfig]) -> list[str]:
+        problems = []
+        by_name = {a.name: a for a in arms}
+        for arm in arms:
+            seeds = arm.seeds or self.seeds or [self.seed]
+            if len(seeds) > 1 and isinstance(arm.spec, dict) and "seed" in arm.spec:
+                problems.append(
+                    f"arm {arm.name}: its learner names seed {arm.spec['seed']}, so each of its {len(seeds)} "
+                    "training seeds would train the same model; drop the learner's seed"
+                )
+            if not arm.type_.sized:
+                if arm.train_sizes is not None or arm.shots_per_class is not None:
+                    problems.append(f"arm {arm.name}: is made from another arm's model and has no sizes of its own")
+                for name in arm.type_.sources(arm.spec):
+                    source = by_name.get(name)
+                    theirs = (source.seeds if source else None) or self.seeds or [self.seed]
+                    missing = [s for s in seeds if s not in theirs]
+                    if source is not None and missing:
+                        problems.append(
+                            f"arm {arm.name}: seeds {missing} are not seeds of arm {name}, whose models it is made from"
+                        )
+        return problems
 
 
 def _data_spec_problems(cfg: dict[str, Any], base: Path) -> list[str]:
@@ -192,8 +327,15 @@ def _data_spec_problems(cfg: dict[str, Any], base: Path) -> list[str]:
     data = cfg.get("data")
     if not isinstance(data, dict):
         return problems
-    for key in ("train", "dev", "test"):
-        spec = data.get(key)
+    specs = [(key, data.get(key)) for key in ("train", "dev")]
+    tests = data.get("test")
+    if isinstance(tests, list):
+        specs += [(f"test[{i}]", spec) for i, spec in enumerate(tests)]
+    elif isinstance(tests, dict):
+        specs += [(f"test.{name}", spec) for name, spec in tests.items()]
+    else:
+        specs.append(("test", tests))
+    for key, spec in specs:
         if not isinstance(spec, str):
             continue
         name = spec.split(":", 1)[0]

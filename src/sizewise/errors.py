@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class SizewiseError(Exception):
     """Base class of every error sizewise raises for bad input or bad configuration."""
@@ -10,20 +12,35 @@ class SizewiseError(Exception):
 class DataError(SizewiseError):
     """A data file or dataset is missing, unreadable or has bad rows.
 
-    ``problems`` holds one message per bad row (``file line N: field: reason``); the string of the
-    error is the first problem, followed by a count of the others and a few of them.
+    ``problems`` holds one message per bad row (``file line N: field: reason``), every one of them;
+    the string of the error stays short whatever their number: the first problem, at most
+    ``shown`` more (without the file name when it repeats the first one's), then
+    ``… and N more problems`` and the count in all.
     """
 
-    def __init__(self, problems: list[str] | str, *, shown: int = 10) -> None:
+    def __init__(self, problems: list[str] | str, *, shown: int = 3) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
-        head = self.problems[0] if self.problems else "bad data"
-        more = len(self.problems) - 1
-        if more > 0:
-            rest = "; ".join(self.problems[1:shown])
-            tail = f" (and {more} more problem{'s' if more > 1 else ''}: {rest}"
-            tail += ", ...)" if more >= shown else ")"
-            head += tail
-        super().__init__(head)
+        super().__init__(summarise_problems(self.problems, shown=shown))
+
+
+def summarise_problems(problems: list[str], *, shown: int = 3) -> str:
+    """One short line for any number of problems: the first, up to ``shown`` more and a count of
+    the rest, as in ``p1 (also p2; p3; p4; … and 4,996 more problems: 5,000 in all)``. A later
+    problem naming the same file as the first (``file line N: ...``) is shown from ``line N`` on.
+    """
+    if not problems:
+        return "bad data"
+    head = problems[0]
+    if len(problems) == 1:
+        return head
+    match = re.match(r"(.*?) line \d+: ", head)
+    prefix = match.group(1) + " " if match else None
+    others = [p[len(prefix) :] if prefix and p.startswith(prefix + "line ") else p for p in problems[1 : 1 + shown]]
+    rest = len(problems) - 1 - len(others)
+    if rest <= 0:
+        return f"{head} (also {'; '.join(others)})"
+    tail = f"… and {rest:,} more problem{'s' if rest > 1 else ''}: {len(problems):,} in all"
+    return f"{head} (also {'; '.join([*others, tail]) if others else tail})"
 
 
 class ConfigError(SizewiseError):

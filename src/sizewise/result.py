@@ -33,7 +33,9 @@ from sizewise.files import atomic_write_json, read_json_file
 #: The file name of an arm's result, in the arm's folder.
 RESULT_FILE = "result.json"
 #: The layout version every result file states in its ``schema`` field.
-RESULT_SCHEMA = "sizewise.result/1"
+RESULT_SCHEMA = "sizewise.result/2"
+#: The layouts this sizewise reads: /2 added ``unit`` and ``tests`` (a /1 file is a /2 file without them).
+READABLE_SCHEMAS = ("sizewise.result/1", RESULT_SCHEMA)
 
 
 class ResultError(SizewiseError):
@@ -250,6 +252,48 @@ class Recipe(_Section):
         return next(iter((self.model_extra or {}).values()))
 
 
+class UnitInfo(_Section):
+    """Which training of its arm a result is: the seed and, on a learning curve, the size."""
+
+    seed: int
+    size: str | None = Field(description="Learning-curve size key (``n1536``, ``k8``, ``all``); None off a curve.")
+    labelled_pairs: int = Field(description="Labelled training pairs the unit used.")
+
+
+class SeedSummary(_Section):
+    """Per-seed scores behind a result that combines several training seeds (never written to a file:
+    the report combines the seeds' own result files)."""
+
+    seeds: list[int]
+    accuracy: list[float]
+    f1_macro: list[float]
+    accuracy_sd: float = Field(description="Sample standard deviation of accuracy over seeds.")
+    f1_macro_sd: float
+    y_pred: list[list[int]] = Field(description="Each seed's predictions, for paired tests between arms.")
+
+
+class TestScore(_Section):
+    """The arm scored on one more test set (``data.test`` naming several)."""
+
+    data: DataSummary
+    scored_as: str = Field(description="Label scheme of the scoring (a 3-class model on a binary set: binary).")
+    collapsed: bool = Field(description="True when 3-class probabilities were collapsed to p(entailment) vs the rest.")
+    metrics: Metrics
+    intervals: Intervals
+    confusion_matrix: list[list[int]]
+    predictions: Predictions
+    seeds: SeedSummary | None = _omitted("Per-seed scores of a result combining seeds.")
+
+
+class CurvePoint(_Section):
+    """One size of an arm's learning curve, its seeds combined."""
+
+    size: str
+    label: str
+    labelled_pairs: int
+    result: ArmResult
+
+
 class ArmResult(_Section):
     """Everything one arm of a study measured: the content of its ``result.json``."""
 
@@ -273,12 +317,21 @@ class ArmResult(_Section):
     diversity: Diversity | None = _omitted("An ensemble's diversity decomposition.")
     members: Members | None = _omitted("An ensemble's member weights and accuracies.")
     notes: list[str] | None = _omitted("Remarks written by hand (e.g. why a fingerprint was updated).")
+    unit: UnitInfo | None = _omitted("The seed and learning-curve size of this training (absent in /1 files).")
+    tests: dict[str, TestScore] | None = _omitted("Scores on the study's other test sets, by name.")
+    seeds: SeedSummary | None = _omitted("Per-seed scores of a result combining seeds (report only).")
+    curve: list[CurvePoint] | None = _omitted("The arm's learning curve, smallest size first (report only).")
 
     @model_validator(mode="after")
     def _known_schema(self) -> ArmResult:
-        if self.schema_ != RESULT_SCHEMA:
+        if self.schema_ not in READABLE_SCHEMAS:
             raise ValueError(f"schema {self.schema_!r} is not {RESULT_SCHEMA}, the layout this sizewise reads")
         return self
+
+    @property
+    def n_seeds(self) -> int:
+        """How many training seeds the result combines."""
+        return len(self.seeds.seeds) if self.seeds is not None else 1
 
     @property
     def arm_type(self) -> str:
@@ -304,6 +357,9 @@ class ArmResult(_Section):
             return cls.model_validate(record)
         except ValidationError as exc:
             raise ResultError(f"{path}: {describe_validation_error(exc)}") from None
+
+
+CurvePoint.model_rebuild()
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -1,9 +1,11 @@
-"""Running a study: every arm trained and scored on the same data, one result JSON per arm.
+"""Running a study: every arm trained and scored on the same data, one result JSON per training.
 
-Each arm runs through its type (:mod:`sizewise.arms`): the type makes the model inside a cost meter,
-and :class:`StudyArmRun` scores it into an :class:`~sizewise.result.ArmResult`. An arm whose
-``result.json`` exists with the same fingerprint (arm, data, seed, evaluation) is skipped, so an
-interrupted study resumes where it stopped. The report is rendered from the result files alone.
+Each arm is trained once per unit (:mod:`sizewise.units`: a training seed and, on a learning curve, a
+training-set size) through its type (:mod:`sizewise.arms`): the type makes the model inside a cost
+meter, and :class:`StudyArmRun` scores it on every test set into an
+:class:`~sizewise.result.ArmResult`. A unit whose ``result.json`` exists with the same fingerprint
+(arm, data, seed, size, evaluation) is skipped, so an interrupted study resumes where it stopped. The
+report is rendered from the result files alone (:mod:`sizewise.seeds` combines an arm's seeds).
 """
 
 from __future__ import annotations
@@ -22,30 +24,38 @@ from sizewise.config import ArmConfig, StudyConfig
 from sizewise.cost.meter import CostMeter, measure_latency, measure_throughput
 from sizewise.data.catalog import load_pairs
 from sizewise.data.pairs import PairData
-from sizewise.data.sampling import sample_subset, subset_indices
+from sizewise.data.sampling import k_shot_indices, sample_subset, subset_indices
 from sizewise.distributed import is_main_process, world_size
 from sizewise.environment import environment
 from sizewise.errors import ConfigError
 from sizewise.evaluation.metrics import compute_metrics, confusion_matrix
+from sizewise.evaluation.schemes import collapse_proba, dataset_scheme, model_inputs
 from sizewise.evaluation.stats import bootstrap_intervals
 from sizewise.files import atomic_write_text, directory_size
 from sizewise.learners.base import LEARNER_FILE
 from sizewise.result import RESULT_FILE, RESULT_SCHEMA, ArmResult
+from sizewise.units import Unit, unit_dir
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class StudyData:
-    """The three splits of a study, already subset and read under the study's scheme."""
+    """The splits of a study, already subset: train and dev under the study's scheme, and the test
+    sets by name (the in-domain one first; a binary set is read as binary)."""
 
     train: PairData
     dev: PairData | None
-    test: PairData
+    tests: dict[str, PairData]
+
+    @property
+    def test(self) -> PairData:
+        """The in-domain test set: the first one named."""
+        return next(iter(self.tests.values()))
 
 
 def load_study_data(config: StudyConfig, base: Path | None = None) -> StudyData:
-    """Read train / dev / test and draw the configured subsets (seeded by the study seed)."""
+    """Read train / dev / test sets and draw the configured subsets (seeded by the study seed)."""
     d = config.data
     train = _read_split(config, base, d.train, None, 0)
     if d.dev is None and d.dev_size:
@@ -58,19 +68,65 @@ def load_study_data(config: StudyConfig, base: Path | None = None) -> StudyData:
         dev = _read_split(config, base, d.dev, d.dev_size, 1) if d.dev else None
     if d.train_size and d.train_size < len(train):
         train = sample_subset(train, d.train_size, config.seed)
-    return StudyData(train=train, dev=dev, test=load_study_test(config, base))
+    return StudyData(train=train, dev=dev, tests=load_test_sets(config, base))
+
+
+def load_test_sets(config: StudyConfig, base: Path | None = None) -> dict[str, PairData]:
+    """The study's test sets by name, as :func:`load_study_data` draws them."""
+    d = config.data
+    return {
+        name: _read_split(config, base, spec, d.test_size, 2, scheme=_test_scheme(spec, d.scheme))
+        for name, spec in d.test_sets.items()
+    }
 
 
 def load_study_test(config: StudyConfig, base: Path | None = None) -> PairData:
-    """The study's test set alone, as :func:`load_study_data` draws it."""
-    return _read_split(config, base, config.data.test, config.data.test_size, 2)
+    """The study's in-domain test set alone, as :func:`load_study_data` draws it."""
+    name, spec = next(iter(config.data.test_sets.items()))
+    return _read_split(config, base, spec, config.data.test_size, 2)
 
 
-def _read_split(config: StudyConfig, base: Path | None, spec: str, size: int | None, offset: int) -> PairData:
+def _test_scheme(spec: str, scheme: str) -> str:
+    """The scheme a test set is read under: the study's, or binary for a binary dataset (a 3-class
+    model is then scored as binary, p(entailment) against the rest)."""
+    return "binary" if dataset_scheme(spec) == "binary" else scheme
+
+
+def _read_split(
+    config: StudyConfig, base: Path | None, spec: str, size: int | None, offset: int, scheme: str | None = None
+) -> PairData:
     d = config.data
     path = (base / spec) if base is not None and (base / spec).exists() else None
-    data = load_pairs(str(path) if path else spec, scheme=d.scheme, columns=d.columns)
+    data = load_pairs(str(path) if path else spec, scheme=scheme or d.scheme, columns=d.columns)
     return sample_subset(data, size, config.seed + offset) if size and size < len(data) else data
+
+
+def unit_data(config: StudyConfig, data: StudyData, unit: Unit) -> StudyData:
+    """The study's data as ``unit`` trains on it: on a learning curve, a stratified subset of the
+    training pairs (or exactly K pairs of every label), drawn anew for each seed; a dev set larger
+    than that subset is cut to the same size per label unless ``data.dev_size`` is set."""
+    size = unit.size
+    if size is None or (size.pairs is None and size.per_class is None):
+        return data
+    rng = np.random.default_rng([unit.seed, config.seed, 17])
+    train = data.train
+    if size.per_class is not None:
+        idx = k_shot_indices(train.labels, size.per_class, rng)
+    elif size.pairs < len(train):
+        idx = subset_indices(train.labels, size.pairs, rng)
+    else:
+        return data
+    subset = train.subset(idx, source=train.source)
+    subset.meta = {**train.meta, "subset_of": train.source, "subset_size": len(idx), "unit": unit.key}
+    dev = data.dev
+    if dev is not None and config.data.dev_size is None and len(subset) < len(dev):
+        dev_idx = (
+            k_shot_indices(dev.labels, size.per_class, rng)
+            if size.per_class is not None
+            else subset_indices(dev.labels, len(subset), rng)
+        )
+        dev = dev.subset(dev_idx, source=f"{dev.source} (subset of {len(dev_idx):,})")
+    return StudyData(train=subset, dev=dev, tests=data.tests)
 
 
 def _data_summary(data: PairData | None) -> dict[str, Any] | None:
@@ -87,14 +143,19 @@ def _data_summary(data: PairData | None) -> dict[str, Any] | None:
 
 @dataclass
 class StudyArmRun:
-    """One arm of a study as its type runs it (:class:`sizewise.arms.ArmRun`): the data, the arm's
-    folder, the cost meter, and the scoring every arm shares."""
+    """One unit of one arm of a study as its type runs it (:class:`sizewise.arms.ArmRun`): the unit's
+    data, its folder, the cost meter, and the scoring every arm shares."""
 
     config: StudyConfig
     arm: ArmConfig
     data: StudyData
     arm_dir: Path
+    unit: Unit | None = None  # type: ignore[assignment]
     started: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if self.unit is None:
+            self.unit = self.config.units(self.arm)[0]
 
     @property
     def name(self) -> str:
@@ -108,8 +169,9 @@ class StudyArmRun:
 
     @property
     def seed(self) -> int:
-        """The study seed."""
-        return self.config.seed
+        """The unit's training seed."""
+        assert self.unit is not None
+        return self.unit.seed
 
     @property
     def train(self) -> PairData:
@@ -123,14 +185,18 @@ class StudyArmRun:
 
     @property
     def test(self) -> PairData:
-        """The test pairs every arm is scored on."""
+        """The in-domain test pairs every arm is scored on."""
         return self.data.test
 
     def source_model(self, name: str) -> Path:
-        """The saved model of arm ``name``, which must be finished and current."""
+        """The saved model of arm ``name`` for this unit's seed, which must be finished and current."""
         source = self.config.arm(name)
-        source_dir = self.arm_dir.parent / source.name
-        if not arm_is_done(self.config, source, source_dir) or not (source_dir / "model" / LEARNER_FILE).is_file():
+        unit = self.config.source_unit(self.arm, self.unit, name)
+        source_dir = unit_folder(self.config, source, unit, self.arm_dir_root)
+        if (
+            not unit_is_done(self.config, source, unit, source_dir)
+            or not (source_dir / "model" / LEARNER_FILE).is_file()
+        ):
             raise ConfigError(
                 self.config.name,
                 [
@@ -140,13 +206,18 @@ class StudyArmRun:
             )
         return source_dir / "model"
 
+    @property
+    def arm_dir_root(self) -> Path:
+        """The study's output folder."""
+        return self.arm_dir.parent if self.config.single_unit(self.arm) else self.arm_dir.parent.parent
+
     def meter(self) -> CostMeter:
         """A cost meter with the study's energy settings."""
         return CostMeter(self.config.cost)
 
     def score(self, model: ScoredModel, train_meter: CostMeter, recipe: dict[str, Any]) -> ArmResult:
         """Predict the test pairs (with the sections the model's kind adds), save the model, compute
-        metrics, intervals and cost; the arm's result, not yet written."""
+        metrics, intervals and cost, and score every other test set; the unit's result, not yet written."""
         config, arm, data = self.config, self.arm, self.data
         with CostMeter(config.cost) as eval_meter:
             proba, sections = model.predict_with_sections(data.test)
@@ -166,8 +237,8 @@ class StudyArmRun:
             "study": config.name,
             "arm": arm.name,
             "description": arm.description or arm.name,
-            "fingerprint": config.arm_fingerprint(arm),
-            "config": {**recipe, "seed": config.seed},
+            "fingerprint": config.arm_fingerprint(arm, self.unit),
+            "config": {**recipe, "seed": self.seed},
             "data": {
                 "scheme": data.test.scheme.name,
                 "labels": list(data.test.scheme.labels),
@@ -176,12 +247,7 @@ class StudyArmRun:
                 "test": _data_summary(data.test),
             },
             "metrics": compute_metrics(y_true, proba, k),
-            "intervals": {
-                "level": ev.confidence,
-                "resamples": ev.bootstrap_resamples,
-                "method": "percentile bootstrap over test pairs",
-                **{name: [round(lo, 6), round(hi, 6)] for name, (lo, hi) in intervals.items()},
-            },
+            "intervals": self._intervals(intervals),
             "confusion_matrix": confusion_matrix(y_true, y_pred, k),
             "curves": sections.pop("curves", {}),
             "cost": {
@@ -206,29 +272,76 @@ class StudyArmRun:
             "finished_at": time.time(),
             **sections,
         }
+        if not config.single_unit(arm):
+            size = self.unit.size
+            record["unit"] = {"seed": self.seed, "size": size.key if size else None, "labelled_pairs": len(data.train)}
+        others = list(data.tests.items())[1:]
+        if others:
+            record["tests"] = {name: self._score_other(model, test, data.test.scheme.name) for name, test in others}
         throughput = measure_throughput(model.predict_proba, data.test)
         record["cost"]["inference_pairs_per_s"] = throughput["pairs_per_s"]
         record["cost"]["inference_batch_pairs"] = throughput["pairs"]
         record["cost"].update(measure_latency(model.predict_proba, data.test))
         return ArmResult.model_validate(record)
 
+    def _intervals(self, intervals: dict[str, tuple[float, float]]) -> dict[str, Any]:
+        ev = self.config.evaluation
+        return {
+            "level": ev.confidence,
+            "resamples": ev.bootstrap_resamples,
+            "method": "percentile bootstrap over test pairs",
+            **{name: [round(lo, 6), round(hi, 6)] for name, (lo, hi) in intervals.items()},
+        }
 
-def run_arm(config: StudyConfig, arm: ArmConfig, data: StudyData, arm_dir: Path) -> ArmResult:
-    """Run one arm through its type (train, compress, ...), save its model and score it; returns its
-    result (not yet written)."""
-    return arm.type_.run(StudyArmRun(config, arm, data, arm_dir))
+    def _score_other(self, model: ScoredModel, test: PairData, model_scheme: str) -> dict[str, Any]:
+        """The model on another test set; 3-class probabilities on a binary set are collapsed."""
+        logger.info("arm %s: scoring on %s (%d pairs)", self.arm.name, test.source, len(test))
+        scheme = test.scheme.name
+        proba = collapse_proba(model.predict_proba(model_inputs(test, model_scheme)), model_scheme, scheme)
+        y_true, y_pred, k = test.labels, proba.argmax(1), test.scheme.num_labels
+        ev = self.config.evaluation
+        intervals = bootstrap_intervals(
+            y_true, y_pred, k, n_resamples=ev.bootstrap_resamples, seed=self.config.seed, level=ev.confidence
+        )
+        return {
+            "data": _data_summary(test),
+            "scored_as": scheme,
+            "collapsed": scheme != model_scheme,
+            "metrics": compute_metrics(y_true, proba, k),
+            "intervals": self._intervals(intervals),
+            "confusion_matrix": confusion_matrix(y_true, y_pred, k),
+            "predictions": {"y_true": y_true.tolist(), "y_pred": y_pred.tolist()},
+        }
 
 
-def arm_is_done(config: StudyConfig, arm: ArmConfig, arm_dir: Path) -> bool:
-    """True when the arm's result file exists and was made from this exact arm, data and seed."""
-    path = arm_dir / RESULT_FILE
+def unit_folder(config: StudyConfig, arm: ArmConfig, unit: Unit, out: Path) -> Path:
+    """The folder of ``arm``'s ``unit`` in the study output folder ``out``."""
+    return unit_dir(out / arm.name, unit, config.single_unit(arm))
+
+
+def run_arm(config: StudyConfig, arm: ArmConfig, data: StudyData, arm_dir: Path, unit: Unit | None = None) -> ArmResult:
+    """Run one unit of an arm (its first by default) through the arm's type (train, compress, ...),
+    save its model and score it; returns its result (not yet written). ``data`` is the study's data;
+    the unit's subset is drawn here."""
+    unit = unit or config.units(arm)[0]
+    return arm.type_.run(StudyArmRun(config, arm, unit_data(config, data, unit), arm_dir, unit))
+
+
+def unit_is_done(config: StudyConfig, arm: ArmConfig, unit: Unit, folder: Path) -> bool:
+    """True when the unit's result file exists and was made from this exact arm, data, seed and size."""
+    path = folder / RESULT_FILE
     if not path.is_file():
         return False
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, OSError, UnicodeDecodeError):
         return False
-    return isinstance(record, dict) and record.get("fingerprint") == config.arm_fingerprint(arm)
+    return isinstance(record, dict) and record.get("fingerprint") == config.arm_fingerprint(arm, unit)
+
+
+def arm_is_done(config: StudyConfig, arm: ArmConfig, arm_dir: Path) -> bool:
+    """True when every unit of the arm (whose folder is ``arm_dir``) is finished and current."""
+    return all(unit_is_done(config, arm, u, unit_dir(arm_dir, u, config.single_unit(arm))) for u in config.units(arm))
 
 
 def run_study(
@@ -239,21 +352,21 @@ def run_study(
     force: bool = False,
     arms: list[str] | None = None,
 ) -> Path:
-    """Run every arm not already finished (in order; an arm made from another's model after it);
-    returns the output folder. The report is rendered from the result files by the caller
-    (:func:`sizewise.report.render.write_report`)."""
+    """Run every unit (arm, seed, size) not already finished, arm by arm in order (an arm made from
+    another's model after it); returns the output folder. The report is rendered from the result
+    files by the caller (:func:`sizewise.report.render.write_report`)."""
     out = Path(output or config.output)
     selected = [a for a in config.arms if arms is None or a.name in arms]
-    todo = []
+    todo: list[tuple[ArmConfig, Unit]] = []
     for arm in selected:
-        if not force and arm_is_done(config, arm, out / arm.name):
-            logger.info(
-                "arm %s: finished earlier, skipped (delete %s to redo it)", arm.name, out / arm.name / RESULT_FILE
-            )
-        else:
-            todo.append(arm)
+        for unit in config.units(arm):
+            folder = unit_folder(config, arm, unit, out)
+            if not force and unit_is_done(config, arm, unit, folder):
+                logger.info("arm %s: %s finished earlier, skipped (delete %s to redo it)", arm.name, unit.key, folder)
+            else:
+                todo.append((arm, unit))
     if world_size() > 1:
-        others = [a.name for a in todo if not a.type_.distributed(a.spec)]
+        others = sorted({a.name for a, _ in todo if not a.type_.distributed(a.spec)})
         if others:
             raise ConfigError(
                 config.name,
@@ -267,21 +380,25 @@ def run_study(
     data = load_study_data(config, base) if todo else None
     if not is_main_process():
         # The other processes of a multi-process launch only help train; rank 0 scores and writes.
-        for arm in todo:
+        for arm, unit in todo:
             assert data is not None
-            arm.type_.help_train(StudyArmRun(config, arm, data, out / arm.name))
+            run = StudyArmRun(config, arm, unit_data(config, data, unit), unit_folder(config, arm, unit, out), unit)
+            arm.type_.help_train(run)
         return out
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.json", config.model_dump_json(indent=2) + "\n")
-    for arm in todo:
-        arm_dir = out / arm.name
+    for i, (arm, unit) in enumerate(todo, start=1):
+        folder = unit_folder(config, arm, unit, out)
         assert data is not None
-        result = run_arm(config, arm, data, arm_dir)
-        result.write(arm_dir / RESULT_FILE)
+        if len(todo) > 1:
+            logger.info("unit %d of %d: arm %s, %s", i, len(todo), arm.name, unit.key)
+        result = run_arm(config, arm, data, folder, unit)
+        result.write(folder / RESULT_FILE)
         m, ci = result.metrics, result.intervals.accuracy
         logger.info(
-            "arm %s: accuracy %.3f [%.3f, %.3f] · macro-F1 %.3f · %s params · %.0fs",
+            "arm %s%s: accuracy %.3f [%.3f, %.3f] · macro-F1 %.3f · %s params · %.0fs",
             arm.name,
+            "" if config.single_unit(arm) else f" ({unit.key})",
             m.accuracy,
             ci[0],
             ci[1],

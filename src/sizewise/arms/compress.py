@@ -131,6 +131,8 @@ class CompressArm(ArmType):
 
     config_model = CompressArmConfig
 
+    sized = False
+
     def learner_kind(self, spec: CompressArmConfig) -> str:
         """Compressed models are ``compressed`` learners (an ensemble's members are compressed each)."""
         return "compressed"

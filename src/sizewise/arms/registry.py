@@ -55,16 +55,17 @@ class ArmRun(Protocol):
     name: str
     #: The arm's parsed block (an instance of its type's ``config_model``, or what ``parse`` made of it).
     spec: Any
-    #: The study seed (the default seed of every learner).
+    #: The unit's training seed (the default seed of every learner).
     seed: int
     train: PairData
     dev: PairData | None
     test: PairData
-    #: The arm's folder: its model goes to ``model/``, its result to ``result.json``.
+    #: The unit's folder: its model goes to ``model/``, its result to ``result.json``.
     arm_dir: Path
 
     def source_model(self, name: str) -> Path:
-        """The saved model of arm ``name``, which must be finished and current (else a ConfigError)."""
+        """The saved model of arm ``name`` for this unit's seed, which must be finished and current (else a
+        ConfigError)."""
         ...
 
     def meter(self) -> CostMeter:
@@ -93,6 +94,9 @@ class ArmType:
     key: ClassVar[str] = ""
     #: The settings of an arm of this type: the block under its key.
     config_model: ClassVar[type[BaseModel]]
+    #: Whether its arms train at each size of a learning curve. An arm made from another arm's model
+    #: (``sized = False``) runs once per seed, on that arm's model of the same seed at its last size.
+    sized: ClassVar[bool] = True
 
     def parse(self, block: Any) -> Any:
         """The arm's spec from its block; a pydantic ValidationError locates problems under the key."""

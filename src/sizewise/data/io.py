@@ -209,7 +209,7 @@ class _Rows:
                 y = self.scheme.index(raw)
             self._label_cache[raw] = y
         if y is None:
-            self.problems.append(f'{self.name} line {line}: label: "{raw.strip()}" is not one of {self._choices}')
+            self.problems.append(f'{self.name} line {line}: label: "{_excerpt(raw)}" is not one of {self._choices}')
         return y
 
     def _header_positions(self, header: list[str]) -> dict[str, int] | None:
@@ -285,6 +285,14 @@ class _Rows:
                 values.append(None if value is None else str(value))
             if ok:
                 self.add(line, values[0] or "", values[1] or "", values[2])
+
+
+def _excerpt(raw: str, limit: int = 40) -> str:
+    """A field's value fit for a one-line message: whitespace runs as one space, cut at ``limit``
+    characters and marked ``…`` (a shifted column can put a whole sentence, or a quoted newline, in
+    the label field)."""
+    text = " ".join(raw.split())
+    return text if len(text) <= limit else text[:limit].rstrip() + "…"
 
 
 def _tsv_rows(text: str) -> Iterator[tuple[int, list[str]]]:

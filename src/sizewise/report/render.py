@@ -9,6 +9,7 @@ from typing import Any
 from sizewise.arms.registry import ArmType, arm_type_names, find_arm_type
 from sizewise.errors import SizewiseError
 from sizewise.files import atomic_write_text
+from sizewise.report.budgets import LEARNING_CURVE_PNG, learning_curve_blocks, plot_learning_curves, test_set_blocks
 from sizewise.report.document import Bullets, Document, Heading, Image, Paragraph, Table, to_html, to_markdown
 from sizewise.report.plots import TRADEOFFS, plot_confusions, plot_size_curves, plot_tradeoff, size_curve_arms
 from sizewise.report.tables import (
@@ -21,6 +22,8 @@ from sizewise.report.tables import (
     verdict,
 )
 from sizewise.result import RESULT_FILE, ArmResult, ResultError
+from sizewise.seeds import summarize_arm
+from sizewise.units import Unit
 
 SIZE_CURVE_PNG = "size_curve.png"
 CONFUSION_PNG = "confusion_matrices.png"
@@ -32,13 +35,12 @@ TRADEOFF_ALTS = [
 
 
 def load_results(run_dir: str | Path, order: list[str] | None = None) -> list[ArmResult]:
-    """Every ``<run_dir>/<arm>/result.json``, in ``order`` when given (else by arm name)."""
+    """One result per arm folder of ``run_dir`` (its ``result.json``, or its units' combined by
+    :func:`sizewise.seeds.summarize_arm`), in ``order`` when given (else by arm name)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise SizewiseError(f"{run_dir}: no such run folder")
-    results = []
-    for path in sorted(run_dir.glob(f"*/{RESULT_FILE}")):
-        results.append(load_arm(path))
+    results = [load_arm(folder) for folder in sorted(run_dir.iterdir()) if _unit_files(folder)]
     if not results:
         raise SizewiseError(f"{run_dir}: no */{RESULT_FILE} files; run `sizewise study run` first")
     if order:
@@ -47,13 +49,27 @@ def load_results(run_dir: str | Path, order: list[str] | None = None) -> list[Ar
     return results
 
 
+def _unit_files(arm_dir: Path) -> list[Path]:
+    """The result files of an arm folder: one per unit folder (``seed-1``, ``n96-seed-1``, ...), else
+    the folder's own result.json (an arm trained once)."""
+    if not arm_dir.is_dir():
+        return []
+    units = sorted(
+        p / RESULT_FILE for p in arm_dir.iterdir() if Unit.parse(p.name) is not None and (p / RESULT_FILE).is_file()
+    )
+    if units:
+        return units
+    own = arm_dir / RESULT_FILE
+    return [own] if own.is_file() else []
+
+
 def load_arm(path: str | Path, arm: str | None = None) -> ArmResult:
-    """One arm's result from a result.json file, an arm folder, or a run folder + ``arm``; a bad file
-    is a ResultError naming it and the field."""
+    """One arm's result from a result.json file, an arm folder (its units' results combined), or a
+    run folder + ``arm``; a bad file is a ResultError naming it and the field."""
     path = Path(path)
-    if path.is_dir() and not (path / RESULT_FILE).is_file():
+    if path.is_dir() and not _unit_files(path):
         if arm is None:
-            names = sorted(p.parent.name for p in path.glob(f"*/{RESULT_FILE}"))
+            names = sorted(p.name for p in path.iterdir() if _unit_files(p))
             if len(names) != 1:
                 raise SizewiseError(
                     f"{path}: a run folder with arms {', '.join(names) or '(none)'}; name one with --arm "
@@ -61,15 +77,17 @@ def load_arm(path: str | Path, arm: str | None = None) -> ArmResult:
                 )
             arm = names[0]
         path = path / arm
-    if path.is_dir():
-        path = path / RESULT_FILE
-    result = ArmResult.read(path)
-    if find_arm_type(result.arm_type) is None:
-        raise ResultError(
-            f"{path}: config.{result.arm_type}: not an arm type (known: {', '.join(arm_type_names())}; "
-            "import the module of a third-party type first)"
-        )
-    return result
+    files = _unit_files(path) if path.is_dir() else [path]
+    if not files:
+        raise ResultError(f"{path / RESULT_FILE}: no such result file")
+    units = [ArmResult.read(f) for f in files]
+    for f, result in zip(files, units, strict=True):
+        if find_arm_type(result.arm_type) is None:
+            raise ResultError(
+                f"{f}: config.{result.arm_type}: not an arm type (known: {', '.join(arm_type_names())}; "
+                "import the module of a third-party type first)"
+            )
+    return summarize_arm(units) if len(units) > 1 or units[0].unit is not None else units[0]
 
 
 def arm_types_of(results: list[ArmResult]) -> list[ArmType]:
@@ -101,12 +119,23 @@ def build_document(results: list[ArmResult], baseline: str, images: dict[str, bo
     header, rows = main_table(results)
     doc.add(Table(header, rows))
     level = first.intervals.level
-    doc.add(
-        Paragraph(
-            f"Intervals: {100 * level:.0f}% percentile bootstrap over test pairs "
-            f"({first.intervals.resamples} resamples)."
+    seeded = max(r.n_seeds for r in results) > 1
+    if seeded:
+        doc.add(
+            Paragraph(
+                f"Each arm was trained once per seed; its scores are means over seeds, ± the standard deviation "
+                f"over seeds. Intervals: {100 * level:.0f}% two-level percentile bootstrap "
+                f"({first.intervals.resamples} resamples), each resample drawing the seeds and then the test pairs, "
+                "so they cover both training-seed and test-sample variance (an arm with one seed: test pairs only)."
+            )
         )
-    )
+    else:
+        doc.add(
+            Paragraph(
+                f"Intervals: {100 * level:.0f}% percentile bootstrap over test pairs "
+                f"({first.intervals.resamples} resamples)."
+            )
+        )
     doc.add(Heading("Cost"))
     header, rows = cost_table(results)
     doc.add(Table(header, rows))
@@ -125,7 +154,7 @@ def build_document(results: list[ArmResult], baseline: str, images: dict[str, bo
                     t["description"],
                     _diff_cell(t),
                     f"{t['arm_only_right']} / {t['baseline_only_right']}",
-                    fmt_p(t["mcnemar_p"]),
+                    fmt_p(t["mcnemar_p"]) + ("" if t["test"] == "McNemar" else " (bootstrap)"),
                     verdict_cell,
                 ]
             )
@@ -144,12 +173,20 @@ def build_document(results: list[ArmResult], baseline: str, images: dict[str, bo
     if len(results) > 2:
         doc.add(Heading("Significance between every two arms"))
         header, rows = significance_matrix(results)
-        doc.add(Table(header, rows), Paragraph("Exact McNemar p-values on the same test pairs; * marks p < 0.05."))
+        how = (
+            "p-values of the two-level bootstrap over the seeds both arms share and the test pairs (exact McNemar "
+            "for two arms trained once)"
+            if seeded
+            else "Exact McNemar p-values on the same test pairs"
+        )
+        doc.add(Table(header, rows), Paragraph(f"{how}; * marks p < 0.05."))
     plots = [(f, alt) for f, alt in TRADEOFF_ALTS if images.get(f)]
     if plots:
         doc.add(Heading("Quality against cost"))
         doc.add(Paragraph("Each point is an arm with its 95% interval; the dashed line joins the Pareto frontier."))
         doc.add(*(Image(f, alt) for f, alt in plots))
+    doc.add(*learning_curve_blocks(results, images))
+    doc.add(*test_set_blocks(results))
     for arm_type in arm_types_of(results):
         doc.add(*arm_type.report_blocks(results, images))
     ensembles = size_curve_arms(results)
@@ -192,7 +229,8 @@ def build_document(results: list[ArmResult], baseline: str, images: dict[str, bo
     for r in results:
         labels = r.data.labels
         cm_rows = [[labels[i]] + [str(c) for c in row] for i, row in enumerate(r.confusion_matrix)]
-        doc.add(Table(["", *labels], cm_rows, caption=r.description))
+        summed = f" (summed over {r.n_seeds} seeds)" if r.n_seeds > 1 else ""
+        doc.add(Table(["", *labels], cm_rows, caption=r.description + summed))
     env = first.environment
     doc.add(
         Heading("Environment"),
@@ -253,6 +291,7 @@ def write_report(run_dir: str | Path, *, baseline: str | None = None, order: lis
     for file, field, label, log, lower in TRADEOFFS:
         images[file] = plot_tradeoff(results, field, label, run_dir / file, log=log, lower_is_better=lower)
     images[CONFUSION_PNG] = plot_confusions(results, run_dir / CONFUSION_PNG)
+    images[LEARNING_CURVE_PNG] = plot_learning_curves(results, run_dir / LEARNING_CURVE_PNG)
     for arm_type in arm_types_of(results):
         images.update(arm_type.draw(results, run_dir))
     doc = build_document(results, baseline, images)

@@ -9,7 +9,7 @@ import numpy as np
 from sizewise.arms.lineage import cumulative_cost
 from sizewise.cost.energy import fmt_energy
 from sizewise.evaluation.metrics import METRIC_NAMES
-from sizewise.evaluation.stats import mcnemar_exact, paired_bootstrap
+from sizewise.evaluation.stats import mcnemar_exact, paired_seed_bootstrap
 from sizewise.result import ArmResult, Cost
 
 METRIC_TITLES = {
@@ -54,10 +54,16 @@ def fmt_seconds(s: float) -> str:
 
 
 def main_table(results: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the poster's Table 1 with intervals, parameters and train time."""
+    """Header and rows of the poster's Table 1 with intervals, parameters and train time. Arms trained
+    on several seeds show the mean ± the sd over seeds; a column of training pairs appears when the
+    arms were trained on different numbers of them (learning curves: each arm's largest size)."""
     level = results[0].intervals.level if results else 0.95
     pct = f"{100 * level:.0f}%"
+    seeded = any(r.n_seeds > 1 for r in results)
+    sized = len({r.data.train.rows for r in results}) > 1
     header = ["arm", "params (trainable)"]
+    header += ["seeds"] if seeded else []
+    header += ["train pairs"] if sized else []
     for name in METRIC_NAMES:
         title = METRIC_TITLES[name]
         header.append(f"{title} [{pct} CI]" if name in ("accuracy", "f1_macro") else title)
@@ -66,8 +72,13 @@ def main_table(results: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
     for r in results:
         cost, m = r.cost, r.metrics
         row = [r.description, fmt_params(cost)]
+        row += [str(r.n_seeds)] if seeded else []
+        row += [f"{r.data.train.rows:,}"] if sized else []
         for name in METRIC_NAMES:
             cell = fmt_number(m.get(name))
+            sd = getattr(r.seeds, f"{name}_sd", None) if r.seeds is not None else None
+            if sd is not None:
+                cell += f" ± {sd:.3f}"
             interval = r.intervals.of(name)
             if interval is not None:
                 lo, hi = interval
@@ -78,15 +89,56 @@ def main_table(results: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def seed_predictions(result: ArmResult) -> dict[int, list[int]]:
+    """Each training seed's test predictions of a result (one seed for a result trained once)."""
+    if result.seeds is not None:
+        return dict(zip(result.seeds.seeds, result.seeds.y_pred, strict=True))
+    return {result.config.seed: result.predictions.y_pred}
+
+
+def paired_difference(a: ArmResult, b: ArmResult, *, metric: str = "accuracy", seed: int = 0) -> dict[str, Any]:
+    """``metric`` of A minus B on the same test pairs, paired by training seed.
+
+    Trained once each: the paired bootstrap and the exact McNemar test (its p-value decides). With
+    several seeds: the two-level paired bootstrap over the seeds both arms share (seeds and test pairs
+    resampled together; its p-value decides) and McNemar's counts averaged over those seeds. Keys:
+    ``difference``, ``interval``, ``p_value``, ``test`` (what gave the p-value), ``seeds`` (how many were
+    paired), ``a_only`` / ``b_only`` (pairs only A / only B gets right), ``bootstrap_p``.
+    """
+    pa, pb = seed_predictions(a), seed_predictions(b)
+    common = [s for s in pa if s in pb]
+    if common:
+        rows_a, rows_b = [pa[s] for s in common], [pb[s] for s in common]
+    else:  # no seed in common: pair them in seed order
+        n = min(len(pa), len(pb))
+        rows_a, rows_b = [pa[s] for s in sorted(pa)[:n]], [pb[s] for s in sorted(pb)[:n]]
+    y = np.asarray(a.predictions.y_true)
+    k = len(a.data.labels)
+    boot = paired_seed_bootstrap(y, np.asarray(rows_a), np.asarray(rows_b), k, metric=metric, seed=seed)
+    counts = [mcnemar_exact(y, ra, rb) for ra, rb in zip(rows_a, rows_b, strict=True)]
+    out = {
+        "difference": boot["difference"],
+        "interval": list(boot["interval"]),
+        "bootstrap_p": boot["p_value"],
+        "seeds": len(rows_a),
+        "a_only": float(np.mean([c["a_only"] for c in counts])),
+        "b_only": float(np.mean([c["b_only"] for c in counts])),
+    }
+    if len(rows_a) == 1:
+        out.update(p_value=counts[0]["p_value"], test="McNemar", a_only=counts[0]["a_only"], b_only=counts[0]["b_only"])
+    else:
+        out.update(p_value=boot["p_value"], test="two-level bootstrap")
+    return out
+
+
 def paired_tests(results: list[ArmResult], baseline: str, *, seed: int = 0) -> list[dict[str, Any]]:
-    """Every arm against ``baseline`` on the same test pairs: accuracy difference with its
-    paired-bootstrap interval, and the exact McNemar p-value."""
+    """Every arm against ``baseline`` on the same test pairs (:func:`paired_difference`): accuracy
+    difference with its paired-bootstrap interval, and the p-value (``mcnemar_p``: McNemar's for arms
+    trained once, the two-level bootstrap's over seeds otherwise)."""
     base = next((r for r in results if r.arm == baseline), None)
     if base is None:
         return []
     out = []
-    y = np.asarray(base.predictions.y_true)
-    k = len(base.data.labels)
     for r in results:
         if r is base:
             continue
@@ -95,18 +147,16 @@ def paired_tests(results: list[ArmResult], baseline: str, *, seed: int = 0) -> l
             row["note"] = "different test set: not compared"
             out.append(row)
             continue
-        a = np.asarray(r.predictions.y_pred)
-        b = np.asarray(base.predictions.y_pred)
-        boot = paired_bootstrap(y, a, b, k, metric="accuracy", seed=seed)
-        mc = mcnemar_exact(y, a, b)
+        d = paired_difference(r, base, seed=seed)
         row.update(
-            accuracy_difference=boot["difference"],
-            interval=list(boot["interval"]),
-            mcnemar_p=mc["p_value"],
-            bootstrap_p=boot["p_value"],
-            arm_only_right=mc["a_only"],
-            baseline_only_right=mc["b_only"],
-            significant=bool(mc["p_value"] < 0.05),
+            accuracy_difference=d["difference"],
+            interval=d["interval"],
+            mcnemar_p=d["p_value"],
+            bootstrap_p=d["bootstrap_p"],
+            test=d["test"],
+            arm_only_right=d["a_only"],
+            baseline_only_right=d["b_only"],
+            significant=bool(d["p_value"] < 0.05),
         )
         out.append(row)
     return out
@@ -164,7 +214,7 @@ def cost_table(results: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
 
 
 def significance_matrix(results: list[ArmResult]) -> tuple[list[str], list[list[str]]]:
-    """Exact McNemar p-values between every two arms scored on the same test pairs."""
+    """p-values between every two arms scored on the same test pairs (:func:`paired_difference`)."""
     header = ["", *[r.arm for r in results]]
     cells: dict[tuple[int, int], str] = {}
     for i, a in enumerate(results):
@@ -172,8 +222,8 @@ def significance_matrix(results: list[ArmResult]) -> tuple[list[str], list[list[
             if a.data.test.fingerprint != b.data.test.fingerprint:
                 cell = "n/a"
             else:  # the test is symmetric: computed once per pair
-                p = mcnemar_exact(a.predictions.y_true, a.predictions.y_pred, b.predictions.y_pred)
-                cell = fmt_p(p["p_value"]) + (" *" if p["p_value"] < 0.05 else "")
+                p = paired_difference(a, b)["p_value"]
+                cell = fmt_p(p) + (" *" if p < 0.05 else "")
             cells[i, j] = cells[j, i] = cell
     rows = [[a.arm, *(cells.get((i, j), "·") for j in range(len(results)))] for i, a in enumerate(results)]
     return header, rows
@@ -181,28 +231,28 @@ def significance_matrix(results: list[ArmResult]) -> tuple[list[str], list[list[
 
 def compare_arms(a: ArmResult, b: ArmResult, *, seed: int = 0) -> dict[str, Any]:
     """Arm ``a`` against arm ``b`` on the same test pairs: the difference in accuracy and macro-F1
-    with paired-bootstrap intervals, and the exact McNemar test. Raises ValueError when the test
-    sets differ."""
+    with paired-bootstrap intervals, and the test that decides (``test``: McNemar for arms trained
+    once, the two-level bootstrap over seeds otherwise; :func:`paired_difference`). Raises ValueError
+    when the test sets differ."""
     if a.data.test.fingerprint != b.data.test.fingerprint:
         raise ValueError(
             f"{a.arm} and {b.arm} were scored on different test sets "
             f"({a.data.test.source} vs {b.data.test.source}): "
             "a paired comparison needs the same pairs"
         )
-    y = np.asarray(a.predictions.y_true)
-    pa, pb = np.asarray(a.predictions.y_pred), np.asarray(b.predictions.y_pred)
-    k = len(a.data.labels)
-    out: dict[str, Any] = {"a": a.arm, "b": b.arm, "pairs": int(y.size), "metrics": {}}
+    out: dict[str, Any] = {"a": a.arm, "b": b.arm, "pairs": len(a.predictions.y_true), "metrics": {}}
     for metric in ("accuracy", "f1_macro"):
-        boot = paired_bootstrap(y, pa, pb, k, metric=metric, seed=seed)
+        d = paired_difference(a, b, metric=metric, seed=seed)
         out["metrics"][metric] = {
             "a": a.metrics.get(metric),
             "b": b.metrics.get(metric),
-            "difference": boot["difference"],
-            "interval": list(boot["interval"]),
-            "bootstrap_p": boot["p_value"],
+            "difference": d["difference"],
+            "interval": d["interval"],
+            "bootstrap_p": d["bootstrap_p"],
         }
-    out["mcnemar"] = mcnemar_exact(y, pa, pb)
+        if metric == "accuracy":
+            out["seeds"] = d["seeds"]
+            out["test"] = {"name": d["test"], "p_value": d["p_value"], "a_only": d["a_only"], "b_only": d["b_only"]}
     return out
 
 
@@ -232,13 +282,13 @@ def verdict(results: list[ArmResult]) -> list[str]:
             continue
         acc = cmp["metrics"]["accuracy"]
         d, (dlo, dhi) = 100 * acc["difference"], (100 * acc["interval"][0], 100 * acc["interval"][1])
-        p = cmp["mcnemar"]["p_value"]
+        p, test_name = cmp["test"]["p_value"], cmp["test"]["name"]
         c = r.cost
         train_cost = fmt_ratio((cumulative_cost(r, by_arm, key) or 0.0) / best_cost, "less", "more")
         train_cost += " training energy" if use_energy else " training time"
         params = fmt_ratio(c.parameters_total / max(bc.parameters_total, 1), "fewer", "more")
         speed = fmt_ratio(c.inference_pairs_per_s / max(bc.inference_pairs_per_s, 1e-9), "lower", "higher")
-        significance = f"significant, McNemar p {fmt_p(p)}" if p < 0.05 else f"not significant, McNemar p {fmt_p(p)}"
+        significance = f"{'significant' if p < 0.05 else 'not significant'}, {test_name} p {fmt_p(p)}"
         lines.append(
             f"{r.description} is {abs(d):.1f} pts (± {(dhi - dlo) / 2:.1f}) {'below' if d < 0 else 'above'} "
             f"{best.description} ({significance}) at {train_cost}, {params} parameters and "
