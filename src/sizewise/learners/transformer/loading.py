@@ -26,14 +26,52 @@ from sizewise.learners.transformer.config import TransformerConfig, resolve_mode
 
 logger = logging.getLogger(__name__)
 
-#: LoRA target modules per ``config.model_type`` (the attention query and value projections).
+#: LoRA target modules per ``config.model_type``: the attention query and value projections (DeBERTa's
+#: fused query-key-value projection). DeBERTa-v3 checkpoints are ``deberta-v2``; ALBERT's one shared
+#: layer is adapted once and the adapter serves every layer.
 LORA_TARGET_MODULES: dict[str, list[str]] = {
     "bert": ["query", "value"],
     "roberta": ["query", "value"],
     "xlm-roberta": ["query", "value"],
+    "camembert": ["query", "value"],
     "electra": ["query", "value"],
+    "albert": ["query", "value"],
+    "mpnet": ["q", "v"],
     "deberta-v2": ["query_proj", "value_proj"],
+    "deberta": ["in_proj"],
     "distilbert": ["q_lin", "v_lin"],
+}
+
+#: IA3 target modules per ``config.model_type`` where peft has none: keys, values and the feed-forward
+#: output (whose input IA3 scales: see :data:`IA3_FEEDFORWARD_MODULES`), as peft's defaults for BERT.
+IA3_TARGET_MODULES: dict[str, list[str]] = {
+    "xlm-roberta": ["key", "value", "output.dense"],
+    "camembert": ["key", "value", "output.dense"],
+    "electra": ["key", "value", "output.dense"],
+    "albert": ["key", "value", "ffn_output"],
+    "mpnet": ["k", "v", "output.dense"],
+    "distilbert": ["k_lin", "v_lin", "lin2"],
+}
+
+#: The feed-forward modules among :data:`IA3_TARGET_MODULES` (IA3 scales their input, not their output).
+IA3_FEEDFORWARD_MODULES: dict[str, list[str]] = {
+    "xlm-roberta": ["output.dense"],
+    "camembert": ["output.dense"],
+    "electra": ["output.dense"],
+    "albert": ["ffn_output"],
+    "mpnet": ["output.dense"],
+    "distilbert": ["lin2"],
+}
+
+#: The top-level modules of a sequence-classification model that make up its head, per
+#: ``config.model_type``: trained whole and saved beside an adapter. DistilBERT's head is a
+#: ``pre_classifier`` projection and a ``classifier``; DeBERTa's a ``pooler`` (ContextPooler) and a
+#: ``classifier``. Other types: ``classifier`` (one linear layer for BERT / ALBERT; ``dense`` +
+#: ``out_proj`` for RoBERTa, XLM-R, ELECTRA, MPNet) or ``score`` (decoders).
+HEAD_MODULES: dict[str, list[str]] = {
+    "distilbert": ["pre_classifier", "classifier"],
+    "deberta": ["pooler", "classifier"],
+    "deberta-v2": ["pooler", "classifier"],
 }
 
 #: The files of a saved full model and of a saved adapter.
@@ -50,7 +88,7 @@ def default_target_modules(model_type: str, mode: str = "lora") -> list[str]:
     )
 
     if mode == "ia3":
-        found = TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING.get(model_type)
+        found = IA3_TARGET_MODULES.get(model_type) or TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING.get(model_type)
     else:
         found = LORA_TARGET_MODULES.get(model_type) or TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(
             model_type
@@ -60,6 +98,24 @@ def default_target_modules(model_type: str, mode: str = "lora") -> list[str]:
             "transformer", [f"target_modules: no default for architecture {model_type!r}; name the modules to adapt"]
         )
     return list(found)
+
+
+def default_feedforward_modules(model_type: str) -> list[str]:
+    """The feed-forward modules among the default IA3 targets of an architecture (none if unknown)."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING
+
+    found = IA3_FEEDFORWARD_MODULES.get(model_type) or TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.get(
+        model_type
+    )
+    return list(found or [])
+
+
+def head_modules(model: nn.Module) -> list[str]:
+    """The names of the top-level modules of ``model`` that make up its classification head."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    wanted = HEAD_MODULES.get(model_type or "", ["classifier", "score"])
+    children = {name for name, _ in model.named_children()}
+    return [name for name in wanted if name in children]
 
 
 @contextlib.contextmanager
@@ -169,10 +225,10 @@ def wrap_adapter(model: nn.Module, fresh: list[str], cfg: TransformerConfig) -> 
     model_type = model.config.model_type
     extra = _fresh_modules(fresh, getattr(model, "base_model_prefix", ""))
     targets = list(cfg.target_modules) if cfg.target_modules else default_target_modules(model_type, cfg.mode)
-    # peft's SEQ_CLS task adds 'classifier' and 'score' to modules_to_save itself; naming the head
-    # here as well keeps its training and saving explicit should peft change that.
-    heads = [name for name, _ in model.named_children() if name in ("classifier", "score")]
-    to_save = heads + extra
+    # peft's SEQ_CLS task adds 'classifier' and 'score' to modules_to_save itself; naming the whole
+    # head here (DistilBERT's pre_classifier, DeBERTa's pooler too) trains and saves all of it, fresh or not.
+    heads = head_modules(model)
+    to_save = heads + [name for name in extra if name not in heads]
     if cfg.mode == "lora":
         peft_config: Any = LoraConfig(
             task_type="SEQ_CLS",
@@ -183,15 +239,11 @@ def wrap_adapter(model: nn.Module, fresh: list[str], cfg: TransformerConfig) -> 
             modules_to_save=to_save,
         )
     else:
-        feedforward = None
-        if not cfg.target_modules:
-            from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING
-
-            feedforward = TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.get(model_type, [])
+        feedforward = [] if cfg.target_modules else default_feedforward_modules(model_type)
         peft_config = IA3Config(
             task_type="SEQ_CLS",
             target_modules=targets,
-            feedforward_modules=feedforward or [],
+            feedforward_modules=feedforward,
             modules_to_save=to_save,
         )
     try:
@@ -202,7 +254,22 @@ def wrap_adapter(model: nn.Module, fresh: list[str], cfg: TransformerConfig) -> 
     untrained = [k for k in fresh if not _is_trainable(wrapped, k)]
     if untrained:  # a guard against peft's most reported bug: an untrained, unsaved head
         raise ModelError(f"these newly initialised weights would not be trained: {', '.join(untrained)}")
-    return wrapped, targets, sorted(set(wrapped.peft_config["default"].modules_to_save or []))
+    return wrapped, targets, saved_modules(wrapped)
+
+
+def saved_modules(wrapped: nn.Module) -> list[str]:
+    """The modules a peft model trains and saves whole (its head, fresh modules), named as in the plain model.
+
+    peft's ``modules_to_save`` setting lists names it may not find (SEQ_CLS adds ``classifier`` and
+    ``score`` to every model); these are the modules it did wrap.
+    """
+    from peft.utils import ModulesToSaveWrapper
+
+    return sorted(
+        name.removeprefix("base_model.model.")
+        for name, module in wrapped.named_modules()
+        if isinstance(module, ModulesToSaveWrapper)
+    )
 
 
 def _is_trainable(wrapped: nn.Module, key: str) -> bool:
