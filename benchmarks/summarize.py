@@ -8,9 +8,10 @@
     python benchmarks/summarize.py --cost runs/core-snli-nli3 runs/transformers-snli-nli3 [--write BENCHMARKS.md]
     python benchmarks/summarize.py --compression runs/core-snli-nli3 runs/transformers-snli-nli3 \
         --pair minilm-full-c-int8:minilm-l3-full [--write BENCHMARKS.md]
+    python benchmarks/summarize.py --curves runs/curve-snli [--figures benchmarks/figures] [--write BENCHMARKS.md]
 
 With --write, the block between ``<!-- core:begin -->`` and ``<!-- core:end -->`` (or, with
---transformers / --cost / --compression, the block of that name) is replaced.
+--transformers / --cost / --compression / --curves, the block of that name) is replaced.
 Every number comes from the runs' result.json files.
 """
 
@@ -24,6 +25,15 @@ from pathlib import Path
 from sizewise.arms.compress import compression_table
 from sizewise.arms.lineage import source_arm
 from sizewise.cost.energy import fmt_energy
+from sizewise.report.budgets import (
+    budget_verdict,
+    crossing_sentences,
+    curve_arms,
+    curve_cost_table,
+    curve_table,
+    plot_learning_curves,
+    test_set_names,
+)
 from sizewise.report.plots import plot_size_curves
 from sizewise.report.render import load_arm, load_results
 from sizewise.report.tables import compare_arms, fmt_count, fmt_number, fmt_p, fmt_seconds, paired_tests
@@ -255,6 +265,57 @@ def summarize_compression(paths: list[Path], pairs: list[str]) -> str:
     return "\n".join(lines)
 
 
+def summarize_curves(run_dir: Path) -> str:
+    """A learning-curve study: accuracy mean (sd) per arm and size, the cost of one training, where two
+    arms change order, the cheapest adequate arm per budget, and the other test sets if any."""
+    results = load_results(run_dir, _study_order(run_dir))
+    arms = curve_arms(results)
+    first = results[0]
+    seeds = sorted({s for r in results for s in (r.seeds.seeds if r.seeds else [r.config.seed])})
+    lines = [
+        f"### {first.study}: test {first.data.test.rows:,} pairs of `{first.data.test.source}` "
+        f"({first.data.scheme}), seeds {', '.join(map(str, seeds))}",
+        "",
+        "Test accuracy, mean (sd over seeds), n = seeds:",
+        "",
+        *_markdown_table(*curve_table(arms)),
+        "",
+        "One training (mean over seeds): CPU time and estimated energy.",
+        "",
+        *_markdown_table(*curve_cost_table(arms)),
+        "",
+        "Where two arms change order (paired two-level bootstrap over shared seeds and test pairs, p < 0.05):",
+        "",
+        *(f"- {line}" for line in crossing_sentences(arms)),
+        "",
+        "Per budget, the cheapest arm not significantly less accurate than the best:",
+        "",
+        *(f"- {line}" for line in budget_verdict(arms)),
+    ]
+    if test_set_names(results):
+        header = ["arm", "in-domain", *test_set_names(results)]
+        rows = [
+            [
+                r.description,
+                fmt_number(r.metrics.accuracy),
+                *(
+                    f"{t.metrics.accuracy:.3f} ({100 * (t.metrics.accuracy - r.metrics.accuracy):+.1f} pts)"
+                    if (t := (r.tests or {}).get(name))
+                    else "–"
+                    for name in test_set_names(results)
+                ),
+            ]
+            for r in results
+        ]
+        lines += ["", *_markdown_table(header, rows)]
+    lines += ["", _machine(results)]
+    return "\n".join(lines)
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [f"| {' | '.join(header)} |", "|" + "---|" * len(header), *(f"| {' | '.join(row)} |" for row in rows)]
+
+
 def _write_block(path: Path, name: str, text: str) -> None:
     doc = path.read_text(encoding="utf-8")
     block = f"<!-- {name}:begin -->\n{text}\n<!-- {name}:end -->"
@@ -273,11 +334,18 @@ def main() -> None:
     parser.add_argument("--cost", nargs="*", type=Path, help="Run / arm folders for the cost table.")
     parser.add_argument("--compression", nargs="*", type=Path, help="Run folders for the compression table.")
     parser.add_argument("--pair", action="append", default=[], help="A:B arms to test against each other.")
+    parser.add_argument("--curves", type=Path, help="A learning-curve study's run folder.")
     parser.add_argument("--write", type=Path, help="Markdown file whose block is replaced.")
     parser.add_argument(
         "--figures", type=Path, help="Draw each run folder's size curves as <DIR>/<folder name>-size-curve.png."
     )
     args = parser.parse_args()
+    if args.curves and args.figures:
+        args.figures.mkdir(parents=True, exist_ok=True)
+        target = args.figures / f"{args.curves.name}-learning-curve.png"
+        if plot_learning_curves(load_results(args.curves, _study_order(args.curves)), target):
+            print(f"wrote {target}")
+        return
     if args.figures:
         args.figures.mkdir(parents=True, exist_ok=True)
         for run in args.runs:
@@ -285,7 +353,9 @@ def main() -> None:
             if plot_size_curves(_arms([run]), target):
                 print(f"wrote {target}")
         return
-    if args.cost:
+    if args.curves:
+        name, text = "curves", summarize_curves(args.curves)
+    elif args.cost:
         name, text = "cost", summarize_cost(args.cost)
     elif args.compression:
         name, text = "compression", summarize_compression(args.compression, args.pair)

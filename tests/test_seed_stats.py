@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,9 @@ from sizewise.evaluation.stats import (
     seed_bootstrap_intervals,
     seed_spread,
 )
+from sizewise.result import ArmResult
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 def _seeds(n: int, k: int, rights: list[float], seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,12 +103,33 @@ def test_matches_a_plain_double_loop_with_three_classes() -> None:
         assert got[name] == pytest.approx(_reference_interval(y, preds, name, 80, 11, 0.9), abs=1e-12), name
 
 
-@pytest.mark.parametrize("seed", [0, 1, 7])
-def test_one_seed_equals_bootstrap_intervals(seed: int) -> None:
-    y, preds = _seeds(300, 3, [0.7], seed=2)
-    expected = bootstrap_intervals(y, preds[0], 3, n_resamples=500, seed=seed, level=0.9)
-    assert seed_bootstrap_intervals(y, preds, 3, n_resamples=500, seed=seed, level=0.9) == expected
-    assert seed_bootstrap_intervals(y, preds[0], 3, n_resamples=500, seed=seed, level=0.9) == expected  # 1-d
+@pytest.mark.parametrize("seed", [0, 7])
+def test_one_seed_is_the_bootstrap_over_pairs(seed: int) -> None:
+    y, preds = _seeds(120, 3, [0.7], seed=2)
+    for name in ("accuracy", "f1_macro"):
+        expected = _reference_interval(y, preds, name, 200, seed, 0.9)  # S = 1: rows resampled only
+        assert bootstrap_intervals(y, preds[0], 3, n_resamples=200, seed=seed, level=0.9)[name] == pytest.approx(
+            expected, abs=1e-12
+        )
+        assert seed_bootstrap_intervals(y, preds, 3, n_resamples=200, seed=seed, level=0.9)[name] == pytest.approx(
+            expected, abs=1e-12
+        )
+
+
+def test_shipped_results_keep_their_intervals() -> None:
+    """The intervals in the benchmark result files (computed by earlier code) are computed again exactly."""
+    for path in sorted(RESULTS.glob("*/*/result.json"))[:6]:
+        r = ArmResult.read(path)
+        got = bootstrap_intervals(
+            r.predictions.y_true,
+            r.predictions.y_pred,
+            len(r.data.labels),
+            n_resamples=r.intervals.resamples,
+            seed=r.config.seed,
+            level=r.intervals.level,
+        )
+        assert [round(v, 6) for v in got["accuracy"]] == list(r.intervals.accuracy), path
+        assert [round(v, 6) for v in got["f1_macro"]] == list(r.intervals.f1_macro), path
 
 
 def test_all_correct_gives_one_one() -> None:
@@ -206,13 +231,16 @@ def test_paired_matches_a_plain_double_loop_on_a_toy(metric: str) -> None:
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "f1_macro"])
-@pytest.mark.parametrize("seed", [0, 3])
-def test_paired_one_seed_equals_paired_bootstrap(metric: str, seed: int) -> None:
-    y, preds = _seeds(300, 3, [0.75, 0.7], seed=9)
-    expected = paired_bootstrap(y, preds[0], preds[1], 3, metric=metric, n_resamples=400, seed=seed)
-    got = paired_seed_bootstrap(y, preds[:1], preds[1:], 3, metric=metric, n_resamples=400, seed=seed)
-    assert got == expected
-    assert paired_seed_bootstrap(y, preds[0], preds[1], 3, metric=metric, n_resamples=400, seed=seed) == expected
+def test_paired_one_seed_is_the_paired_bootstrap_over_pairs(metric: str) -> None:
+    y, preds = _seeds(100, 3, [0.75, 0.7], seed=9)
+    expected = _reference_paired(y, preds[:1], preds[1:], metric, 200, 3, 0.95)
+    for got in (
+        paired_bootstrap(y, preds[0], preds[1], 3, metric=metric, n_resamples=200, seed=3),
+        paired_seed_bootstrap(y, preds[:1], preds[1:], 3, metric=metric, n_resamples=200, seed=3),
+    ):
+        assert got["difference"] == pytest.approx(expected["difference"], abs=1e-12)
+        assert got["interval"] == pytest.approx(expected["interval"], abs=1e-12)
+        assert got["p_value"] == pytest.approx(expected["p_value"], abs=1e-12)
 
 
 def test_paired_seed_disagreement_by_hand() -> None:

@@ -342,6 +342,9 @@ def test_speed_needs_the_arms_run_first(tmp_path: Path) -> None:
         measure_speed(config, arms=["wide-c-p50"], rounds=1)
     with pytest.raises(ConfigError, match="no compress arm to measure among wide"):
         measure_speed(config, arms=["wide"], rounds=1)
+    seeded = parse_study({**_raw(tmp_path), "seeds": [0, 1]})
+    with pytest.raises(ConfigError, match="arm wide-c-p50: trains once per seed; study speed times arms trained once"):
+        measure_speed(seeded, arms=["wide-c-p50"], rounds=1)
 
 
 def test_speed_needs_the_source_model(study: tuple[StudyConfig, Path], tmp_path: Path) -> None:

@@ -332,6 +332,12 @@ def measure_speed(
     chosen = [a for a in config.arms if a.arm_type == CompressArm.key and (arms is None or a.name in arms)]
     if not chosen:
         raise ConfigError(config.name, ["no compress arm to measure" + (f" among {', '.join(arms)}" if arms else "")])
+    several = [a.name for a in chosen if not config.single_unit(a)]
+    if several:
+        raise ConfigError(
+            config.name,
+            [f"arm {name}: trains once per seed; study speed times arms trained once (one seed)" for name in several],
+        )
     results: dict[str, ArmResult] = {}
     for arm in config.arms:
         path = out / arm.name / RESULT_FILE

@@ -1,8 +1,10 @@
 """Uncertainty of a metric and tests between two models on the same rows.
 
-Bootstraps are vectorised: one [n_resamples, n] index matrix is drawn, every resample's confusion
-matrix comes from a single ``np.bincount``, and the metrics are computed from those counts. All
-results are deterministic given ``seed``.
+Bootstraps are vectorised: one [n_resamples, n] index matrix of test rows is drawn and turned into
+per-resample row counts, every resample's confusion matrix (per training seed) comes from one matrix
+product with the rows' one-hot cells, and the metrics are computed from those counts. The one-level
+bootstraps over test rows are the two-level ones over training seeds and test rows with one seed.
+All results are deterministic given ``seed``.
 """
 
 from __future__ import annotations
@@ -54,29 +56,11 @@ def _check_level(level: float, n_resamples: int) -> None:
         raise ValueError(f"n_resamples must be at least 1, got {n_resamples}")
 
 
-def _pair(y_true: ArrayLike, y_pred: ArrayLike, k: int, what: str = "y_pred") -> tuple[IntArray, IntArray]:
-    y = class_indices(y_true, k)
-    pred = class_indices(y_pred, k, what)
-    if y.shape != pred.shape:
-        raise ValueError(f"y_true has {y.shape[0]} rows but {what} has {pred.shape[0]}")
-    if y.shape[0] == 0:
-        raise ValueError("cannot bootstrap zero rows")
-    return y, pred
-
-
 def _resample_index(n: int, n_resamples: int, seed: int) -> NDArray[np.integer]:
     """The [n_resamples, n] matrix of row indices drawn with replacement; int32 to halve memory."""
     rng = np.random.default_rng(seed)
     dtype = np.int32 if n < 2**31 else np.int64
     return rng.integers(0, n, size=(n_resamples, n), dtype=dtype)
-
-
-def _resampled_counts(codes: IntArray, index: NDArray[np.integer], cells: int) -> NDArray[np.int64]:
-    """Per-resample counts of each cell code, [n_resamples, cells], from one bincount."""
-    r = index.shape[0]
-    offsets = (np.arange(r, dtype=np.int64) * cells)[:, None]
-    flat = (codes[index] + offsets).ravel()
-    return np.bincount(flat, minlength=r * cells).reshape(r, cells)
 
 
 def _percentile(values: NDArray[np.float64], level: float) -> tuple[float, float]:
@@ -94,13 +78,9 @@ def bootstrap_intervals(
     seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals of ``accuracy`` and ``f1_macro`` at confidence ``level``."""
-    _check_level(level, n_resamples)
-    k = int(num_labels)
-    y, pred = _pair(y_true, y_pred, k)
-    index = _resample_index(y.shape[0], n_resamples, seed)
-    cm = _resampled_counts(y * k + pred, index, k * k).reshape(n_resamples, k, k)
-    return {name: _percentile(fn(cm), level) for name, fn in _METRICS.items()}
+    """Percentile bootstrap intervals of ``accuracy`` and ``f1_macro`` at confidence ``level``: the
+    two-level bootstrap (:func:`seed_bootstrap_intervals`) of one seed, which resamples the rows only."""
+    return seed_bootstrap_intervals(y_true, y_pred, num_labels, n_resamples=n_resamples, seed=seed, level=level)
 
 
 def mcnemar_exact(y_true: ArrayLike, pred_a: ArrayLike, pred_b: ArrayLike) -> dict[str, Any]:
@@ -139,33 +119,12 @@ def paired_bootstrap(
     Returns ``difference`` (A - B on the full set), ``interval`` (percentile interval of the
     resampled differences) and ``p_value``: two-sided, twice the share of resamples whose
     difference has the opposite sign to (or equals zero against) the observed one, counted as
-    (count + 1) / (n_resamples + 1) and capped at 1; 1.0 when the observed difference is 0.
+    (count + 1) / (n_resamples + 1) and capped at 1; 1.0 when the observed difference is 0. It is
+    the two-level paired bootstrap (:func:`paired_seed_bootstrap`) of one seed.
     """
-    if metric not in _METRICS:
-        raise ConfigError("paired bootstrap", [f"unknown metric {metric!r}; choose one of {', '.join(_METRICS)}"])
-    _check_level(level, n_resamples)
-    k = int(num_labels)
-    y, a = _pair(y_true, pred_a, k, "pred_a")
-    _, b = _pair(y, pred_b, k, "pred_b")
-    fn = _METRICS[metric]
-    full_a = np.bincount(y * k + a, minlength=k * k).reshape(k, k)
-    full_b = np.bincount(y * k + b, minlength=k * k).reshape(k, k)
-    difference = float(fn(full_a) - fn(full_b))
-
-    index = _resample_index(y.shape[0], n_resamples, seed)
-    cm_a = _resampled_counts(y * k + a, index, k * k).reshape(n_resamples, k, k)
-    cm_b = _resampled_counts(y * k + b, index, k * k).reshape(n_resamples, k, k)
-    diffs = fn(cm_a) - fn(cm_b)
-
-    if difference == 0.0:
-        p_value = 1.0
-    else:
-        flipped = int(np.sum(diffs <= 0.0)) if difference > 0 else int(np.sum(diffs >= 0.0))
-        p_value = min(1.0, 2.0 * (flipped + 1) / (n_resamples + 1))
-    return {"difference": difference, "interval": _percentile(diffs, level), "p_value": p_value}
-
-
-# --- Two-level bootstraps: over training seeds and test pairs --------------------------------------
+    return paired_seed_bootstrap(
+        y_true, pred_a, pred_b, num_labels, metric=metric, n_resamples=n_resamples, seed=seed, level=level
+    )
 
 
 def _seed_rows(y: IntArray, preds: ArrayLike, k: int, what: str) -> IntArray:
