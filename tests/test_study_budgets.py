@@ -227,3 +227,19 @@ def test_a_killed_study_resumes_at_the_unit_it_was_in(tmp_path: Path, curve_run:
     for unit in units:
         resumed = ArmResult.read(arm_dir / unit / "result.json")
         assert resumed.predictions == ArmResult.read(uninterrupted / "lstm" / unit / "result.json").predictions
+
+
+def test_the_benchmark_summary_of_a_curve_study(curve_run: tuple[Any, Path]) -> None:
+    _, run = curve_run
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "summarize.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--curves", str(run)], capture_output=True, text=True, check=True
+    )
+    out = done.stdout
+    assert "| arm | 4 per class (12 pairs) | 24 pairs | all (90 pairs) |" in out
+    combined = load_arm(run / "lstm")
+    assert combined.curve is not None
+    first = combined.curve[0].result
+    assert f"| BiLSTM | {first.metrics.accuracy:.3f} ({first.seeds.accuracy_sd:.3f}) n=2 |" in out  # type: ignore[union-attr]
+    assert "not distinguishable" in out or "ahead of" in out or "behind" in out
+    assert "| arm | in-domain | other |" in out

@@ -250,10 +250,12 @@ def _study_order(run_dir: Path) -> list[str] | None:
 
 
 def _print_verdict(run_dir: Path, order: list[str] | None = None) -> None:
+    from sizewise.report.budgets import budget_verdict, curve_arms
     from sizewise.report.render import load_results
     from sizewise.report.tables import verdict
 
-    for line in verdict(load_results(run_dir, order)):
+    results = load_results(run_dir, order)
+    for line in verdict(results) + budget_verdict(curve_arms(results)):
         out.print(f"• {line}", highlight=False)
     out.print(f"report: {run_dir / 'report.html'} (and report.md)", highlight=False)
 

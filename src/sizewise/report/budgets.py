@@ -155,12 +155,15 @@ def budget_verdict(arms: list[ArmResult], alpha: float = 0.05) -> list[str]:
             p_value = None if m is best else paired_difference(m, best)["p_value"]
             candidates.append((r.description, m.metrics.accuracy, float(getattr(m.cost, field) or 0.0), p_value))
         pick = cheapest_not_worse(candidates, alpha)
-        text = f"{_size_header(label, pairs)}: most accurate {best_arm.description} ({best.metrics.accuracy:.3f})"
+        size = _size_header(label, pairs)
+        text = f"At {size}: {best_arm.description} is the most accurate ({best.metrics.accuracy:.3f})"
         if pick.arm == best_arm.description:
-            text += f", also the cheapest in {what} of the arms not significantly worse."
+            text += f" and the cheapest in {what} of the arms not significantly less accurate."
         else:
             p = fmt_p(pick.p_value or 1.0)
-            text += f"; the cheapest in {what} not significantly worse: {pick.arm} ({pick.accuracy:.3f}, p {p})."
+            text += (
+                f"; {pick.arm} is the cheapest in {what} not significantly less accurate ({pick.accuracy:.3f}, p {p})."
+            )
         lines.append(text)
     return lines
 

@@ -9,7 +9,14 @@ from typing import Any
 from sizewise.arms.registry import ArmType, arm_type_names, find_arm_type
 from sizewise.errors import SizewiseError
 from sizewise.files import atomic_write_text
-from sizewise.report.budgets import LEARNING_CURVE_PNG, learning_curve_blocks, plot_learning_curves, test_set_blocks
+from sizewise.report.budgets import (
+    LEARNING_CURVE_PNG,
+    budget_verdict,
+    curve_arms,
+    learning_curve_blocks,
+    plot_learning_curves,
+    test_set_blocks,
+)
 from sizewise.report.document import Bullets, Document, Heading, Image, Paragraph, Table, to_html, to_markdown
 from sizewise.report.plots import TRADEOFFS, plot_confusions, plot_size_curves, plot_tradeoff, size_curve_arms
 from sizewise.report.tables import (
@@ -114,7 +121,7 @@ def build_document(results: list[ArmResult], baseline: str, images: dict[str, bo
             f"{test.source}, labels {', '.join(data.labels)} ({data.scheme})."
         )
     )
-    doc.add(Heading("Verdict"), Bullets(verdict(results)))
+    doc.add(Heading("Verdict"), Bullets(verdict(results) + budget_verdict(curve_arms(results))))
     doc.add(Heading("Quality and size"))
     header, rows = main_table(results)
     doc.add(Table(header, rows))
