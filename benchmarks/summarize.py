@@ -9,9 +9,10 @@
     python benchmarks/summarize.py --compression runs/core-snli-nli3 runs/transformers-snli-nli3 \
         --pair minilm-full-c-int8:minilm-l3-full [--write BENCHMARKS.md]
     python benchmarks/summarize.py --curves runs/curve-snli [--figures benchmarks/figures] [--write BENCHMARKS.md]
+    python benchmarks/summarize.py --budget k128 runs/curve-snli [--write BENCHMARKS.md]
 
 With --write, the block between ``<!-- core:begin -->`` and ``<!-- core:end -->`` (or, with
---transformers / --cost / --compression / --curves, the block of that name) is replaced.
+--transformers / --cost / --compression / --curves / --budget, the block of that name) is replaced.
 Every number comes from the runs' result.json files.
 """
 
@@ -312,6 +313,55 @@ def summarize_curves(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def summarize_budget(run_dir: Path, size: str) -> str:
+    """Every arm of a learning-curve study at one size (``k128``, ``n1536``): accuracy over seeds with
+    the two-level interval, parameters, training time and energy, inference speed and latency."""
+    results = load_results(run_dir, _study_order(run_dir))
+    points = [(r, p.result) for r in results for p in r.curve or [] if p.size == size]
+    if not points:
+        raise SystemExit(f"{run_dir}: no arm was trained at size {size}")
+    first = points[0][1]
+    header = [
+        "arm",
+        "params (trainable)",
+        "seeds",
+        "accuracy ± sd [95% CI]",
+        "train time",
+        "train energy",
+        "inference pairs/s",
+        "latency p50",
+    ]
+    rows = []
+    for r, m in points:
+        lo, hi = m.intervals.accuracy
+        sd = m.seeds.accuracy_sd if m.seeds else 0.0
+        c = m.cost
+        rows.append(
+            [
+                r.description,
+                f"{fmt_count(c.parameters_total)} ({fmt_count(c.parameters_trainable)})",
+                str(m.n_seeds),
+                f"{m.metrics.accuracy:.3f} ± {sd:.3f} [{lo:.3f}, {hi:.3f}]",
+                fmt_seconds(c.train_seconds),
+                fmt_energy(c.train_energy_kwh) + ("" if c.train_measured in (None, True) else " (est.)"),
+                f"{c.inference_pairs_per_s:,.0f}",
+                f"{c.latency_p50_ms:.1f} ms",
+            ]
+        )
+    lines = [
+        f"### {first.study} at {first.data.train.rows:,} labelled pairs ({size}): test {first.data.test.rows:,} "
+        f"pairs of `{first.data.test.source}`",
+        "",
+        *_markdown_table(header, rows),
+        "",
+        "Train time and energy: one training, mean over seeds; inference: pairs/s in one predict call, latency one "
+        "pair per call.",
+        "",
+        _machine([m for _, m in points]),
+    ]
+    return "\n".join(lines)
+
+
 def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [f"| {' | '.join(header)} |", "|" + "---|" * len(header), *(f"| {' | '.join(row)} |" for row in rows)]
 
@@ -335,6 +385,7 @@ def main() -> None:
     parser.add_argument("--compression", nargs="*", type=Path, help="Run folders for the compression table.")
     parser.add_argument("--pair", action="append", default=[], help="A:B arms to test against each other.")
     parser.add_argument("--curves", type=Path, help="A learning-curve study's run folder.")
+    parser.add_argument("--budget", help="With one run folder: its arms at this learning-curve size (k128, n1536).")
     parser.add_argument("--write", type=Path, help="Markdown file whose block is replaced.")
     parser.add_argument(
         "--figures", type=Path, help="Draw each run folder's size curves as <DIR>/<folder name>-size-curve.png."
@@ -353,7 +404,9 @@ def main() -> None:
             if plot_size_curves(_arms([run]), target):
                 print(f"wrote {target}")
         return
-    if args.curves:
+    if args.budget:
+        name, text = "budget", summarize_budget(args.runs[0], args.budget)
+    elif args.curves:
         name, text = "curves", summarize_curves(args.curves)
     elif args.cost:
         name, text = "cost", summarize_cost(args.cost)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import SHARED_DATA, TINY_BILSTM, keyword_pairs
+from conftest import SHARED_DATA, TINY_BILSTM, keyword_pairs, run_cli
 from sizewise.config import parse_study
 from sizewise.errors import ConfigError
 from sizewise.report.render import load_arm, load_results, write_report
@@ -243,3 +243,13 @@ def test_the_benchmark_summary_of_a_curve_study(curve_run: tuple[Any, Path]) -> 
     assert f"| BiLSTM | {first.metrics.accuracy:.3f} ({first.seeds.accuracy_sd:.3f}) n=2 |" in out  # type: ignore[union-attr]
     assert "not distinguishable" in out or "ahead of" in out or "behind" in out
     assert "| arm | in-domain | other |" in out
+
+
+def test_study_check_counts_the_trainings(tmp_path: Path) -> None:
+    raw = _raw(tmp_path, train_sizes=[24, "all"], shots_per_class=[4])
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    proc = run_cli("study", "check", str(study_file))
+    assert proc.returncode == 0, proc.stderr
+    # majority and lstm: 2 seeds x 3 sizes each; lstm-c: one per seed on lstm's largest size
+    assert "valid · 3 arms: majority, lstm, lstm-c · 14 trainings (seeds × sizes)" in proc.stdout

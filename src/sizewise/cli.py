@@ -181,7 +181,9 @@ def study_check(config: Annotated[Path, typer.Argument(help="Study YAML file.")]
     """Validate a study file and list its arms, without training anything."""
 
     study = load_study(config)
-    out.print(f"{config}: valid · {len(study.arms)} arms: {', '.join(a.name for a in study.arms)}")
+    units = sum(len(study.units(a)) for a in study.arms)
+    trainings = f" · {units} trainings (seeds × sizes)" if units > len(study.arms) else ""
+    out.print(f"{config}: valid · {len(study.arms)} arms: {', '.join(a.name for a in study.arms)}{trainings}")
 
 
 @app.command("report")
