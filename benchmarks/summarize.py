@@ -10,9 +10,10 @@
         --pair minilm-full-c-int8:minilm-l3-full [--write BENCHMARKS.md]
     python benchmarks/summarize.py --curves runs/curve-snli [--figures benchmarks/figures] [--write BENCHMARKS.md]
     python benchmarks/summarize.py --budget k128 runs/curve-snli [--write BENCHMARKS.md]
+    python benchmarks/summarize.py --tests runs/ood-snli [--write BENCHMARKS.md]
 
 With --write, the block between ``<!-- core:begin -->`` and ``<!-- core:end -->`` (or, with
---transformers / --cost / --compression / --curves / --budget, the block of that name) is replaced.
+--transformers / --cost / --compression / --curves / --budget / --tests, the block of that name) is replaced.
 Every number comes from the runs' result.json files.
 """
 
@@ -294,22 +295,50 @@ def summarize_curves(run_dir: Path) -> str:
         *(f"- {line}" for line in budget_verdict(arms)),
     ]
     if test_set_names(results):
-        header = ["arm", "in-domain", *test_set_names(results)]
-        rows = [
-            [
-                r.description,
-                fmt_number(r.metrics.accuracy),
-                *(
-                    f"{t.metrics.accuracy:.3f} ({100 * (t.metrics.accuracy - r.metrics.accuracy):+.1f} pts)"
-                    if (t := (r.tests or {}).get(name))
-                    else "–"
-                    for name in test_set_names(results)
-                ),
-            ]
-            for r in results
-        ]
-        lines += ["", *_markdown_table(header, rows)]
+        lines += ["", *_test_set_table(results)]
     lines += ["", _machine(results)]
+    return "\n".join(lines)
+
+
+def _test_set_table(results: list[ArmResult]) -> list[str]:
+    """Each arm's accuracy on its in-domain test set and on every other set, with the change in points."""
+    names = test_set_names(results)
+    first = results[0]
+    header = ["arm", f"in-domain ({first.data.test.source}, {first.data.test.rows:,})"]
+    for name in names:
+        score = next((r.tests[name] for r in results if r.tests and name in r.tests), None)
+        assert score is not None
+        scored = ", binary" if score.collapsed else ""
+        header.append(f"{name} ({score.data.source}, {score.data.rows:,}{scored})")
+    rows = []
+    for r in results:
+        row = [r.description, _interval(r, "accuracy")]
+        for name in names:
+            t = (r.tests or {}).get(name)
+            if t is None:
+                row.append("–")
+                continue
+            lo, hi = t.intervals.accuracy
+            drop = 100 * (t.metrics.accuracy - r.metrics.accuracy)
+            row.append(f"{t.metrics.accuracy:.3f} [{lo:.3f}, {hi:.3f}] ({drop:+.1f} pts)")
+        rows.append(row)
+    return _markdown_table(header, rows)
+
+
+def summarize_tests(run_dir: Path) -> str:
+    """A study scored on several test sets: each arm in domain and out, with the drop."""
+    results = load_results(run_dir, _study_order(run_dir))
+    first = results[0]
+    lines = [
+        f"### {first.study}: train {first.data.train.rows:,} pairs of `{first.data.train.source}` "
+        f"({first.data.scheme})",
+        "",
+        "Accuracy [95% CI] on each test set, and its change from in-domain:",
+        "",
+        *_test_set_table(results),
+        "",
+        _machine(results),
+    ]
     return "\n".join(lines)
 
 
@@ -385,6 +414,7 @@ def main() -> None:
     parser.add_argument("--compression", nargs="*", type=Path, help="Run folders for the compression table.")
     parser.add_argument("--pair", action="append", default=[], help="A:B arms to test against each other.")
     parser.add_argument("--curves", type=Path, help="A learning-curve study's run folder.")
+    parser.add_argument("--tests", type=Path, help="A study's run folder scored on several test sets.")
     parser.add_argument("--budget", help="With one run folder: its arms at this learning-curve size (k128, n1536).")
     parser.add_argument("--write", type=Path, help="Markdown file whose block is replaced.")
     parser.add_argument(
@@ -404,7 +434,9 @@ def main() -> None:
             if plot_size_curves(_arms([run]), target):
                 print(f"wrote {target}")
         return
-    if args.budget:
+    if args.tests:
+        name, text = "tests", summarize_tests(args.tests)
+    elif args.budget:
         name, text = "budget", summarize_budget(args.runs[0], args.budget)
     elif args.curves:
         name, text = "curves", summarize_curves(args.curves)

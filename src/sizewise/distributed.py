@@ -9,6 +9,7 @@ and only the main process (rank 0) writes files or draws progress bars.
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -43,4 +44,15 @@ def accelerator(cpu: bool) -> Any:
         from accelerate import Accelerator
     except ImportError:
         raise ConfigError("distributed training", ["needs the 'accelerate' package: pip install accelerate"]) from None
-    return Accelerator(cpu=cpu, mixed_precision="no")  # the learner runs its own autocast
+    acc = Accelerator(cpu=cpu, mixed_precision="no")  # the learner runs its own autocast
+    atexit.register(_close_process_group)
+    return acc
+
+
+def _close_process_group() -> None:
+    """Take the process group down before the interpreter exits: left to static destruction, its
+    background threads can abort the process ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
