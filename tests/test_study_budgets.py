@@ -242,7 +242,10 @@ def test_the_benchmark_summary_of_a_curve_study(curve_run: tuple[Any, Path]) -> 
     first = combined.curve[0].result
     assert f"| BiLSTM | {first.metrics.accuracy:.3f} ({first.seeds.accuracy_sd:.3f}) n=2 |" in out  # type: ignore[union-attr]
     assert "not distinguishable" in out or "ahead of" in out or "behind" in out
-    assert "| arm | in-domain | other |" in out
+    assert "| arm | in-domain (" in out and " | other (" in out
+    lstm_row = next(line for line in out.splitlines() if line.startswith("| BiLSTM |") and "pts)" in line)
+    other = combined.tests["other"]  # type: ignore[index]
+    assert f"| {other.metrics.accuracy:.3f} [" in lstm_row
 
 
 def test_study_check_counts_the_trainings(tmp_path: Path) -> None:
