@@ -31,6 +31,7 @@ ARM_TYPES: dict[str, str] = {
     "learner": "sizewise.arms.learner",
     "compress": "sizewise.arms.compress",
     "majority": "sizewise.arms.majority",
+    "selftrain": "sizewise.arms.selftrain",
 }
 
 #: Compression transform (the ``transform`` of a step) -> the module that registers it.

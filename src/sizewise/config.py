@@ -65,6 +65,15 @@ class DataConfig(_Strict):
     shots_per_class: list[PositiveInt] | None = Field(
         None, description="A learning curve in examples per class (K-shot): exactly K pairs of every label."
     )
+    unlabelled: str | None = Field(
+        None,
+        description="Unlabelled pairs for self-training arms: a file (a label column is optional) or a named "
+        "set whose labels are hidden (`snli:train`). Pairs that also train, tune or test a unit are left out; "
+        "gold labels, where the set has them, only measure the pseudo-labels.",
+    )
+    unlabelled_size: int | None = Field(
+        None, ge=1, description="Draw this many unlabelled pairs (at random, a new draw per seed; None: all)."
+    )
 
     @field_validator("test")
     @classmethod
@@ -79,6 +88,8 @@ class DataConfig(_Strict):
     def _one_size_setting(self) -> DataConfig:
         if self.train_size is not None and (self.train_sizes or self.shots_per_class):
             raise ValueError("train_size is one size; with train_sizes or shots_per_class, list every size there")
+        if self.unlabelled_size is not None and self.unlabelled is None:
+            raise ValueError("unlabelled_size is set but no unlabelled pairs are named (data.unlabelled)")
         return self
 
     @property
@@ -267,8 +278,11 @@ class StudyConfig(_Strict):
         return len(self.units(arm)) == 1 and self.units(arm)[0].size is None
 
     def source_unit(self, arm: ArmConfig, unit: Unit, source: str) -> Unit:
-        """The unit of arm ``source`` that ``arm``'s ``unit`` is made from: the same seed, and the
-        source's largest size."""
+        """The unit of arm ``source`` that ``arm``'s ``unit`` is made from: the same seed, and the same
+        size for an arm with sizes of its own (a self-trained arm and its teacher), else the source's
+        largest size."""
+        if arm.type_.sized:
+            return unit
         sizes = self.arm_sizes(self.arm(source))
         return Unit(unit.seed, sizes[-1] if sizes else None)
 
@@ -279,7 +293,7 @@ class StudyConfig(_Strict):
         unit = unit or self.units(arm)[0]
         record = {"name": arm.name, **dict.fromkeys(_FINGERPRINT_BLOCKS), "description": arm.description}
         record[arm.arm_type] = arm.type_.dump(arm.spec)
-        data = self.data.model_dump(exclude={"train_sizes", "shots_per_class"})
+        data = self.data.model_dump(exclude={"train_sizes", "shots_per_class", "unlabelled", "unlabelled_size"})
         payload: dict[str, Any] = {
             "arm": record,
             "data": data,
@@ -290,6 +304,8 @@ class StudyConfig(_Strict):
             payload["data_seed"] = self.seed
         if unit.size is not None:
             payload["train"] = unit.size.key
+        if arm.type_.uses_unlabelled:
+            payload["unlabelled"] = [self.data.unlabelled, self.data.unlabelled_size]
         sources = [
             self.arm_fingerprint(self.arm(name), self.source_unit(arm, unit, name))
             for name in arm.type_.sources(arm.spec)
@@ -308,6 +324,21 @@ class StudyConfig(_Strict):
                     f"arm {arm.name}: its learner names seed {arm.spec['seed']}, so each of its {len(seeds)} "
                     "training seeds would train the same model; drop the learner's seed"
                 )
+            if arm.type_.sized:
+                for name in arm.type_.sources(arm.spec):
+                    source = by_name.get(name)
+                    if source is None:
+                        continue
+                    theirs = set(self.units(source))
+                    missing_units = [u for u in self.units(arm) if u not in theirs]
+                    if missing_units:
+                        shown = ", ".join(u.key for u in missing_units[:3]) + (" …" if len(missing_units) > 3 else "")
+                        problems.append(
+                            f"arm {arm.name}: trains at {shown}, where arm {name}, whose models it starts from, "
+                            "has no training; give both the same seeds and sizes"
+                        )
+            if arm.type_.uses_unlabelled and self.data.unlabelled is None:
+                problems.append(f"arm {arm.name}: needs unlabelled pairs; name them in data.unlabelled")
             if not arm.type_.sized:
                 if arm.train_sizes is not None or arm.shots_per_class is not None:
                     problems.append(f"arm {arm.name}: is made from another arm's model and has no sizes of its own")
@@ -327,7 +358,7 @@ def _data_spec_problems(cfg: dict[str, Any], base: Path) -> list[str]:
     data = cfg.get("data")
     if not isinstance(data, dict):
         return problems
-    specs = [(key, data.get(key)) for key in ("train", "dev")]
+    specs = [(key, data.get(key)) for key in ("train", "dev", "unlabelled")]
     tests = data.get("test")
     if isinstance(tests, list):
         specs += [(f"test[{i}]", spec) for i, spec in enumerate(tests)]

@@ -34,7 +34,8 @@ from sizewise.files import atomic_write_json, read_json_file
 RESULT_FILE = "result.json"
 #: The layout version every result file states in its ``schema`` field.
 RESULT_SCHEMA = "sizewise.result/2"
-#: The layouts this sizewise reads: /2 added ``unit`` and ``tests`` (a /1 file is a /2 file without them).
+#: The layouts this sizewise reads: /2 added ``unit``, ``tests`` and ``selftraining`` (a /1 file is a /2 file
+#: without them).
 READABLE_SCHEMAS = ("sizewise.result/1", RESULT_SCHEMA)
 
 
@@ -252,6 +253,39 @@ class Recipe(_Section):
         return next(iter((self.model_extra or {}).values()))
 
 
+class PseudoLabelRound(_Section):
+    """One round of self-training: the teacher's pseudo-labels on the pool, and how good they were."""
+
+    round: int
+    teacher: str = Field(description="Who labelled the pool: the teacher arm, or the previous round's student.")
+    pool: int = Field(description="Unlabelled pairs the teacher labelled.")
+    kept: int = Field(description="Pseudo-labelled pairs the student trained on.")
+    kept_fraction: float
+    decided_by_vote: float | None = Field(
+        description="vote, simple: share of the pool whose label a vote decided (else the teacher's own label)."
+    )
+    gold: int = Field(description="Pool pairs with a hidden gold label (used for the two accuracies only).")
+    pseudo_accuracy: float | None = Field(description="Accuracy of the kept pseudo-labels against hidden gold.")
+    pool_accuracy: float | None = Field(description="Accuracy of every pool pair's pseudo-label against hidden gold.")
+    label_seconds: float = Field(description="Time the teacher took to label the pool.")
+
+
+class SelfTraining(_Section):
+    """A self-trained arm: its teacher, method, pool, and every round."""
+
+    teacher: str
+    method: str
+    student: str = Field(description="The student's learner kind.")
+    pool_source: str
+    pool_rows: int = Field(description="Unlabelled pairs drawn for this unit.")
+    removed_overlap: int = Field(
+        description="Pairs of the unlabelled set left out because they also train, tune or test this unit."
+    )
+    teacher_train_seconds: float | None = Field(description="The teacher unit's training time (its result file).")
+    teacher_train_energy_kwh: float | None = Field(description="The teacher unit's training energy, if tracked.")
+    rounds: list[PseudoLabelRound]
+
+
 class UnitInfo(_Section):
     """Which training of its arm a result is: the seed and, on a learning curve, the size."""
 
@@ -319,6 +353,7 @@ class ArmResult(_Section):
     notes: list[str] | None = _omitted("Remarks written by hand (e.g. why a fingerprint was updated).")
     unit: UnitInfo | None = _omitted("The seed and learning-curve size of this training (absent in /1 files).")
     tests: dict[str, TestScore] | None = _omitted("Scores on the study's other test sets, by name.")
+    selftraining: SelfTraining | None = _omitted("A self-trained arm's pool and pseudo-label rounds.")
     seeds: SeedSummary | None = _omitted("Per-seed scores of a result combining seeds (report only).")
     curve: list[CurvePoint] | None = _omitted("The arm's learning curve, smallest size first (report only).")
 

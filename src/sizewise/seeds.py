@@ -30,8 +30,9 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 
 def _mean_fields(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The element-wise mean of numeric fields (recursing into mappings and equal-length lists); other
-    values (text, flags, counts that must stay whole) from the first record."""
+    """The element-wise mean of numeric fields (recursing into mappings and into equal-length lists of
+    numbers or of mappings); other values (text, flags, counts that must stay whole) from the first
+    record."""
     first = records[0]
     out: dict[str, Any] = {}
     for key, value in first.items():
@@ -47,6 +48,8 @@ def _mean_fields(records: list[dict[str, Any]]) -> dict[str, Any]:
         elif isinstance(value, list) and all(isinstance(v, list) and len(v) == len(value) for v in values):
             if value and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
                 out[key] = [float(np.mean(col)) for col in zip(*values, strict=True)]
+            elif value and all(isinstance(x, dict) for v in values for x in v):  # type: ignore[union-attr]
+                out[key] = [_mean_fields(list(col)) for col in zip(*values, strict=True)]  # type: ignore[call-overload]
             else:
                 out[key] = value
         else:
@@ -117,6 +120,8 @@ def combine_seeds(results: list[ArmResult], *, seed: int = 0) -> ArmResult:
         record["diversity"] = _mean_fields([r.diversity.model_dump() for r in results])  # type: ignore[union-attr]
     if all(r.members is not None for r in results):
         record["members"] = _mean_fields([r.members.model_dump(exclude_none=True) for r in results])  # type: ignore[union-attr]
+    if all(r.selftraining is not None for r in results):
+        record["selftraining"] = _mean_fields([r.selftraining.model_dump() for r in results])  # type: ignore[union-attr]
     if first.tests:
         tests = {}
         for name, score in first.tests.items():

@@ -10,6 +10,7 @@ report is rendered from the result files alone (:mod:`sizewise.seeds` combines a
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from sizewise.arms.registry import ScoredModel
 from sizewise.config import ArmConfig, StudyConfig
 from sizewise.cost.meter import CostMeter, measure_latency, measure_throughput
 from sizewise.data.catalog import load_pairs
+from sizewise.data.io import read_pairs
 from sizewise.data.pairs import PairData
 from sizewise.data.sampling import k_shot_indices, sample_subset, subset_indices
 from sizewise.distributed import is_main_process, world_size
@@ -47,11 +49,57 @@ class StudyData:
     train: PairData
     dev: PairData | None
     tests: dict[str, PairData]
+    #: The unlabelled set as read (gold labels, where it has them, still in it), or None.
+    unlabelled: PairData | None = None
 
     @property
     def test(self) -> PairData:
         """The in-domain test set: the first one named."""
         return next(iter(self.tests.values()))
+
+
+@dataclass
+class Pool:
+    """A unit's unlabelled pairs: ``pairs`` with every label hidden (-1); the hidden gold labels (-1 where
+    the set has none), which only measure pseudo-labels; and how many pairs of the set were left out
+    because they also train, tune or test the unit."""
+
+    pairs: PairData
+    gold: np.ndarray
+    removed: int
+
+
+def unit_pool(config: StudyConfig, data: StudyData, unit: Unit) -> Pool:
+    """The unlabelled pairs of ``unit`` (``data`` is the unit's data): the study's unlabelled set less
+    every pair (premise, hypothesis) that trains, tunes or tests the unit, then ``unlabelled_size`` of
+    them drawn at random for the unit's seed."""
+    source = data.unlabelled
+    if source is None:
+        raise ConfigError(config.name, ["no unlabelled pairs: name them in data.unlabelled"])
+    taken = {
+        pair
+        for split in (data.train, data.dev, *data.tests.values())
+        if split is not None
+        for pair in zip(split.premises, split.hypotheses)
+    }
+    free = np.array([i for i, pair in enumerate(zip(source.premises, source.hypotheses)) if pair not in taken])
+    if not len(free):
+        raise ConfigError(
+            config.name,
+            [
+                f"data.unlabelled: every pair of {source.source} also trains, tunes or tests unit {unit.key}; "
+                "name other pairs, or train on a subset (train_size, train_sizes or shots_per_class)"
+            ],
+        )
+    removed = len(source) - len(free)
+    size = config.data.unlabelled_size
+    if size is not None and size < len(free):
+        rng = np.random.default_rng([unit.seed, config.seed, 29])
+        free = np.sort(rng.choice(free, size=size, replace=False))
+    pairs = source.subset(free, source=source.source)
+    gold = pairs.labels.copy()
+    pairs.labels = np.full(len(pairs), -1, dtype=np.int64)
+    return Pool(pairs=pairs, gold=gold, removed=removed)
 
 
 def load_study_data(config: StudyConfig, base: Path | None = None) -> StudyData:
@@ -68,7 +116,20 @@ def load_study_data(config: StudyConfig, base: Path | None = None) -> StudyData:
         dev = _read_split(config, base, d.dev, d.dev_size, 1) if d.dev else None
     if d.train_size and d.train_size < len(train):
         train = sample_subset(train, d.train_size, config.seed)
-    return StudyData(train=train, dev=dev, tests=load_test_sets(config, base))
+    unlabelled = _read_unlabelled(config, base) if d.unlabelled else None
+    return StudyData(train=train, dev=dev, tests=load_test_sets(config, base), unlabelled=unlabelled)
+
+
+def _read_unlabelled(config: StudyConfig, base: Path | None) -> PairData:
+    """The unlabelled set: a file may lack labels (or carry any); a named set keeps its gold labels
+    aside for measuring pseudo-labels."""
+    d = config.data
+    spec = d.unlabelled
+    assert spec is not None
+    path = (base / spec) if base is not None and (base / spec).exists() else Path(spec).expanduser()
+    if path.is_file():
+        return read_pairs(path, d.scheme, columns=d.columns, require_labels=False)
+    return load_pairs(spec, scheme=d.scheme)
 
 
 def load_test_sets(config: StudyConfig, base: Path | None = None) -> dict[str, PairData]:
@@ -126,7 +187,7 @@ def unit_data(config: StudyConfig, data: StudyData, unit: Unit) -> StudyData:
             else subset_indices(dev.labels, len(subset), rng)
         )
         dev = dev.subset(dev_idx, source=f"{dev.source} (subset of {len(dev_idx):,})")
-    return StudyData(train=subset, dev=dev, tests=data.tests)
+    return StudyData(train=subset, dev=dev, tests=data.tests, unlabelled=data.unlabelled)
 
 
 def _data_summary(data: PairData | None) -> dict[str, Any] | None:
@@ -188,6 +249,12 @@ class StudyArmRun:
         """The in-domain test pairs every arm is scored on."""
         return self.data.test
 
+    @functools.cached_property
+    def pool(self) -> Pool:
+        """The unit's unlabelled pairs, labels hidden (drawn on first use)."""
+        assert self.unit is not None
+        return unit_pool(self.config, self.data, self.unit)
+
     def source_model(self, name: str) -> Path:
         """The saved model of arm ``name`` for this unit's seed, which must be finished and current."""
         source = self.config.arm(name)
@@ -215,12 +282,20 @@ class StudyArmRun:
         """A cost meter with the study's energy settings."""
         return CostMeter(self.config.cost)
 
-    def score(self, model: ScoredModel, train_meter: CostMeter, recipe: dict[str, Any]) -> ArmResult:
+    def score(
+        self,
+        model: ScoredModel,
+        train_meter: CostMeter,
+        recipe: dict[str, Any],
+        sections: dict[str, Any] | None = None,
+    ) -> ArmResult:
         """Predict the test pairs (with the sections the model's kind adds), save the model, compute
-        metrics, intervals and cost, and score every other test set; the unit's result, not yet written."""
+        metrics, intervals and cost, and score every other test set; the unit's result, not yet written.
+        ``sections`` are result sections the arm type adds (a self-trained arm's rounds)."""
         config, arm, data = self.config, self.arm, self.data
         with CostMeter(config.cost) as eval_meter:
-            proba, sections = model.predict_with_sections(data.test)
+            proba, model_sections = model.predict_with_sections(data.test)
+        sections = {**model_sections, **(sections or {})}
         model_dir = self.arm_dir / "model"
         model.save(model_dir)
 
@@ -378,6 +453,10 @@ def run_study(
             )
     # Read (and so validate) all data before anything is written: bad input leaves no output folder.
     data = load_study_data(config, base) if todo else None
+    for arm, unit in todo:
+        if arm.type_.uses_unlabelled:  # an unusable pool is refused before any arm trains
+            assert data is not None
+            unit_pool(config, unit_data(config, data, unit), unit)
     if not is_main_process():
         # The other processes of a multi-process launch only help train; rank 0 scores and writes.
         for arm, unit in todo:

@@ -72,9 +72,22 @@ class ArmRun(Protocol):
         """A cost meter with the study's energy settings, for the block that makes the model."""
         ...
 
-    def score(self, model: ScoredModel, train_meter: CostMeter, recipe: dict[str, Any]) -> ArmResult:
+    @property
+    def pool(self) -> Any:
+        """The unit's unlabelled pairs (:class:`sizewise.study.Pool`: ``pairs`` with labels hidden, ``gold``
+        kept aside for measuring pseudo-labels only, ``removed``); a ConfigError without ``data.unlabelled``."""
+        ...
+
+    def score(
+        self,
+        model: ScoredModel,
+        train_meter: CostMeter,
+        recipe: dict[str, Any],
+        sections: dict[str, Any] | None = None,
+    ) -> ArmResult:
         """Predict the test pairs, save ``model`` and measure it; the arm's result. ``recipe`` is the
-        arm's block as it ran (``{"learner": spec}``), written as the result's ``config``."""
+        arm's block as it ran (``{"learner": spec}``), written as the result's ``config``; ``sections``
+        are result sections of the arm's type."""
         ...
 
 
@@ -97,6 +110,9 @@ class ArmType:
     #: Whether its arms train at each size of a learning curve. An arm made from another arm's model
     #: (``sized = False``) runs once per seed, on that arm's model of the same seed at its last size.
     sized: ClassVar[bool] = True
+    #: Whether its arms read the study's unlabelled pairs (``data.unlabelled``): they then need them, and
+    #: their fingerprints include them.
+    uses_unlabelled: ClassVar[bool] = False
 
     def parse(self, block: Any) -> Any:
         """The arm's spec from its block; a pydantic ValidationError locates problems under the key."""

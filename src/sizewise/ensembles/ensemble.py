@@ -234,6 +234,22 @@ class EnsembleLearner(CompositeLearner):
         """The aggregated class probabilities of all members."""
         return self.combine(self.member_probas(data))
 
+    def predict_passes(
+        self, data: PairData, passes: int, *, seed: int = 0, embeddings: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``passes`` stochastic predictions of the whole ensemble: in pass t every member predicts with
+        dropout on, and the members are combined as usual; with ``embeddings``, each pair's embedding in
+        pass t is its members' embeddings side by side."""
+        check_is_fitted(self)
+        per_member = []
+        for i, member in enumerate(self.learners_):
+            if not hasattr(member, "predict_passes"):
+                raise ModelError(f"ensemble member {i} ({member.kind}) cannot make stochastic passes")
+            per_member.append(member.predict_passes(data, passes, seed=seed * 1_000 + i, embeddings=embeddings))
+        probas = np.stack([self.combine(np.stack([p[t] for p, _ in per_member])) for t in range(passes)])
+        feats = np.concatenate([f for _, f in per_member], axis=2) if embeddings else None  # type: ignore[misc]
+        return probas, feats
+
     def size_curve(self, member_probas: np.ndarray, labels: np.ndarray) -> list[float]:
         """Accuracy of the ensemble of the first k members, for k = 1..n, without retraining."""
         return [

@@ -134,6 +134,54 @@ class NetworkLearner(BaseLearner):
         check_scheme(self.scheme_, data)
         return self.predict_encoded(self.encode(data))
 
+    @torch.no_grad()
+    def predict_passes(
+        self, data: PairData, passes: int, *, seed: int = 0, embeddings: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``passes`` stochastic predictions (dropout on, pass t seeded by ``seed`` and t): probabilities
+        ``[passes, len(data), num_labels]`` and, with ``embeddings``, what the network's last layer reads
+        for each pair ``[passes, len(data), D]`` (its penultimate representation, dropout applied)."""
+        check_is_fitted(self)
+        check_scheme(self.scheme_, data)
+        encoded = self.encode(data)
+        network, device = self.network_, self.device
+        was_training = network.training
+        heads = [m for m in network.modules() if isinstance(m, nn.Linear) and m.out_features == self.scheme_.num_labels]
+        seen: list[torch.Tensor] = []
+        hooks = (
+            [h.register_forward_pre_hook(lambda _m, args: seen.append(args[0])) for h in heads] if embeddings else []
+        )
+        probas = np.zeros((passes, len(encoded), self.scheme_.num_labels), dtype=np.float64)
+        feats: np.ndarray | None = None
+        order = np.argsort(encoded.lengths, kind="stable")
+        size = self.config.eval_batch_size
+        try:
+            network.train()
+            with progress_bar() as bar, self.forward_context():
+                task = bar.add_task(f"{self.kind} {passes} stochastic passes", total=passes * len(order), info="")
+                for t in range(passes):
+                    torch.manual_seed(seed * 1_000_003 + t)
+                    for start in range(0, len(order), size):
+                        idx = order[start : start + size]
+                        seen.clear()
+                        with self.autocast(device):
+                            logits = self.logits(encoded.batch(idx, device))
+                        probas[t, idx] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+                        if embeddings:
+                            if not seen:
+                                raise RuntimeError(f"{self.kind}: no layer with {self.scheme_.num_labels} outputs ran")
+                            last = seen[-1].float().reshape(len(idx), -1).cpu().numpy()
+                            if feats is None:
+                                feats = np.zeros((passes, len(encoded), last.shape[1]), dtype=np.float32)
+                            feats[t, idx] = last
+                        bar.update(task, completed=t * len(order) + start + len(idx))
+                bar.remove_task(task)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            network.train(was_training)
+        return probas, feats
+
     def parameter_count(self) -> dict[str, int]:
         """Total and trainable parameters of the fitted network."""
         check_is_fitted(self)
