@@ -15,7 +15,7 @@ from sizewise.errors import ConfigError
 from sizewise.learners.base import create_learner
 from sizewise.report.render import load_arm, write_report
 from sizewise.result import ArmResult
-from sizewise.selftrain import PseudoLabelSettings, student_data, teacher_passes
+from sizewise.selftrain import PseudoLabelSettings, soften, student_data, teacher_passes
 from sizewise.selftrain.editing import PseudoLabels
 from sizewise.study import load_study_data, run_study, unit_data, unit_pool
 from sizewise.units import TrainSize, Unit
@@ -107,10 +107,58 @@ def test_gold_labels_of_the_pool_never_reach_the_student(tmp_path: Path) -> None
     hidden = pool.subset(np.arange(len(pool)))
     hidden.labels = np.full(len(pool), -1)
     wrong = (gold + 1) % 3
-    joined, weights = student_data(train, hidden, PseudoLabels(wrong, np.ones(9, dtype=bool)), weight=0.5)
+    data = student_data(train, hidden, PseudoLabels(wrong, np.ones(9, dtype=bool)), weight=0.5)
+    joined, weights = data.train, data.sample_weight
     assert joined.labels[:12].tolist() == train.labels.tolist()
     assert joined.labels[12:].tolist() == wrong.tolist() and not (joined.labels[12:] == gold).any()
     assert weights is not None and weights.tolist() == [1.0] * 12 + [0.5] * 9
+    assert data.soft_labels is None and set(data.fit_kwargs()) == {"sample_weight"}
+
+
+def test_soft_targets_are_one_hot_for_gold_and_the_teacher_for_kept_pairs() -> None:
+    train = keyword_pairs(3, seed=0)
+    pool = keyword_pairs(4, seed=5)
+    proba = np.array([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.3, 0.3, 0.4]])
+    kept = np.array([True, False, True, True])
+    data = student_data(train, pool, PseudoLabels(proba.argmax(1), kept), soft=soften(proba, 2.0))
+    assert data.soft_labels is not None and data.soft_labels.shape == (6, 3)
+    assert data.soft_labels[:3].tolist() == np.eye(3)[train.labels].tolist()
+    # T = 2: p^(1/2) renormalised; [0.5, 0.25, 0.25] -> [0.7071, 0.5, 0.5] / 1.7071
+    assert data.soft_labels[3] == pytest.approx([0.414214, 0.292893, 0.292893], abs=1e-6)
+    assert soften(proba, 1.0) == pytest.approx(proba)
+    assert data.train.labels[3:].tolist() == [0, 2, 2]
+
+
+def test_soft_label_loss_by_hand() -> None:
+    import torch
+
+    from sizewise.learners.training import cross_entropy
+
+    logits = torch.tensor([[1.0, 0.0, 0.0]])
+    # softmax = [e, 1, 1] / (e + 2) = [0.576117, 0.211942, 0.211942]
+    # loss = -(0.5 ln 0.576117 + 0.25 ln 0.211942 + 0.25 ln 0.211942) = 0.275722 + 0.775722
+    loss = cross_entropy(logits, torch.tensor([[0.5, 0.25, 0.25]]))
+    assert float(loss) == pytest.approx(1.051445, abs=1e-5)
+    # one-hot soft targets give the hard-label loss
+    hard = cross_entropy(logits, torch.tensor([0]))
+    assert float(cross_entropy(logits, torch.tensor([[1.0, 0.0, 0.0]]))) == pytest.approx(float(hard))
+    # weighted: sum(w * loss) / sum(w)
+    two = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    targets = torch.tensor([[0.5, 0.25, 0.25], [1.0, 0.0, 0.0]])
+    per_pair = [1.051445, 1.551445]
+    weighted = cross_entropy(two, targets, torch.tensor([1.0, 3.0]))
+    assert float(weighted) == pytest.approx((per_pair[0] + 3 * per_pair[1]) / 4, abs=1e-5)
+
+
+def test_a_student_fits_soft_labels() -> None:
+    train = keyword_pairs(30, seed=0)
+    soft = np.full((30, 3), 1 / 3)
+    soft[np.arange(30), train.labels] = 0.9
+    soft /= soft.sum(1, keepdims=True)
+    learner = create_learner({**TINY_BILSTM, "epochs": 1}).fit(train, soft_labels=soft)
+    assert learner.history_[0]["train_loss"] > 0.3  # soft targets keep the loss above the entropy floor
+    with pytest.raises(ValueError, match="soft_labels must be"):
+        create_learner(TINY_BILSTM).fit(train, soft_labels=soft[:5])
 
 
 def test_the_teacher_sees_no_gold_label(tmp_path: Path) -> None:
@@ -166,6 +214,10 @@ def test_rounds_and_a_smaller_student(tmp_path: Path, tiny_bert: Path) -> None:
             "name": "distil",
             "selftrain": {"teacher": "bert", "method": "vote", "passes": 3, "student": TINY_BILSTM, "rounds": 2},
         },
+        {
+            "name": "soft",
+            "selftrain": {"teacher": "bert", "method": "plain", "student": TINY_BILSTM, "soft": True, "temperature": 2},
+        },
     ]
     run = run_study(parse_study(raw))
     result = ArmResult.read(run / "distil" / "n60-seed-0" / "result.json")
@@ -173,6 +225,9 @@ def test_rounds_and_a_smaller_student(tmp_path: Path, tiny_bert: Path) -> None:
     assert st is not None and st.student == "bilstm" and [r.round for r in st.rounds] == [1, 2]
     assert st.rounds[0].teacher == "arm bert" and st.rounds[1].teacher == "the round-1 student"
     assert result.config.block["student"]["kind"] == "bilstm"
+    soft = ArmResult.read(run / "soft" / "n60-seed-0" / "result.json")
+    assert soft.config.block["soft"] is True and soft.config.block["temperature"] == 2
+    assert soft.selftraining is not None and soft.selftraining.rounds[0].kept == 60
 
 
 def test_report_and_combined_seeds_show_the_rounds(selftrain_run: tuple[Any, Path]) -> None:
@@ -200,6 +255,13 @@ def test_bad_self_training_settings(tmp_path: Path) -> None:
     raw["arms"][1]["selftrain"]["method"] = "magic"
     with pytest.raises(ConfigError, match="method"):
         parse_study(raw)
+    raw = _raw(tmp_path)
+    raw["arms"][1]["selftrain"]["student"] = {"kind": "ensemble", "n_learners": 2, "base": TINY_BILSTM}
+    raw["arms"][1]["selftrain"]["soft"] = True
+    config = parse_study(raw)
+    (tmp_path / "run").mkdir(exist_ok=True)
+    with pytest.raises(ConfigError, match="cannot train on soft labels"):
+        config.arms[1].type_._student_spec(config.arms[1].spec, tmp_path, 0)  # type: ignore[attr-defined]
     raw = _raw(tmp_path)
     raw["arms"][1]["shots_per_class"] = [4]
     with pytest.raises(ConfigError, match="has no training; give both the same seeds and sizes"):

@@ -34,7 +34,14 @@ from sizewise.learners.base import (
 from sizewise.report.document import Block, Heading, Paragraph, Table
 from sizewise.report.tables import fmt_number
 from sizewise.result import RESULT_FILE, ArmResult, ResultError
-from sizewise.selftrain import PseudoLabelSettings, pseudo_label, pseudo_label_accuracy, student_data, teacher_passes
+from sizewise.selftrain import (
+    PseudoLabelSettings,
+    pseudo_label,
+    pseudo_label_accuracy,
+    soften,
+    student_data,
+    teacher_passes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +55,12 @@ class SelfTrainArmConfig(PseudoLabelSettings):
     )
     weight: float = Field(1.0, gt=0.0, description="Loss weight of a pseudo-labelled pair (a gold pair weighs 1).")
     rounds: int = Field(1, ge=1, le=10, description="Rounds of self-training: each round's student labels the next.")
+    soft: bool = Field(
+        False,
+        description="Train the student on the teacher's probabilities on the kept pairs (distillation) instead "
+        "of its labels (bilstm and transformer students).",
+    )
+    temperature: float = Field(1.0, gt=0.0, description="soft: the teacher's probabilities at this temperature.")
 
     @field_validator("student")
     @classmethod
@@ -114,10 +127,10 @@ class SelfTrainArm(ArmType):
                     len(pool.pairs),
                     _accuracy_note(rounds[-1]["pseudo_accuracy"]),
                 )
-                train, weights = student_data(run.train, pool.pairs, pseudo, spec.weight)
+                soft = soften(passes.deterministic, spec.temperature) if spec.soft else None
+                data = student_data(run.train, pool.pairs, pseudo, spec.weight, soft)
                 student = create_learner(student_spec)
-                fit_kwargs = {"sample_weight": weights} if weights is not None else {}
-                student.fit(train, run.dev, **fit_kwargs)
+                student.fit(data.train, run.dev, **data.fit_kwargs())
                 current, labeller = student, f"the round-{number} student"
         teacher_cost = _teacher_cost(teacher_dir)
         section = {
@@ -144,13 +157,14 @@ class SelfTrainArm(ArmType):
             student = {"kind": meta["kind"], **meta.get("config", {})}
             student.pop("seed", None)
         student = spec_with_seed(student, seed, override=False)
-        if spec.weight != 1.0:
-            fit = create_learner(student).fit
-            if "sample_weight" not in inspect.signature(fit).parameters:
-                raise ConfigError(
-                    "selftrain",
-                    [f"weight {spec.weight}: a {student['kind']} student cannot weight its pairs; use weight 1"],
-                )
+        accepts = inspect.signature(create_learner(student).fit).parameters
+        if spec.soft and "soft_labels" not in accepts:
+            raise ConfigError("selftrain", [f"soft: a {student['kind']} student cannot train on soft labels"])
+        if spec.weight != 1.0 and "sample_weight" not in accepts:
+            raise ConfigError(
+                "selftrain",
+                [f"weight {spec.weight}: a {student['kind']} student cannot weight its pairs; use weight 1"],
+            )
         return student
 
     def result_source(self, result: ArmResult) -> str | None:

@@ -148,10 +148,12 @@ class BiLSTMLearner(NetworkLearner):
         *,
         monitor: PairData | None = None,
         sample_weight: np.ndarray | None = None,
+        soft_labels: np.ndarray | None = None,
     ) -> BiLSTMLearner:
         """Build the vocabulary from ``train`` and train the network from scratch (Adam), early-stopping on
         ``dev`` accuracy. ``monitor`` is scored after every epoch into ``monitor_probas_`` (for epoch
-        curves); ``sample_weight`` weights the loss per pair."""
+        curves); ``sample_weight`` weights the loss per pair; ``soft_labels`` (probabilities per pair) replace
+        the labels as targets (distillation)."""
         cfg = self.config
         check_training_data(train, "bilstm")
         torch.manual_seed(cfg.seed)
@@ -179,6 +181,7 @@ class BiLSTMLearner(NetworkLearner):
             dev=dev,
             monitor=monitor,
             sample_weight=sample_weight,
+            soft_labels=soft_labels,
             patience=cfg.patience,
             restore_best=cfg.restore_best,
         )

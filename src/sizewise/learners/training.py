@@ -74,7 +74,9 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """The batch's mean cross-entropy; with ``weights``, its weighted mean ``sum(w * loss) / sum(w)``."""
+    """The batch's mean cross-entropy; with ``weights``, its weighted mean ``sum(w * loss) / sum(w)``.
+    ``targets`` are class indices ``[batch]``, or probabilities ``[batch, num_labels]`` (soft labels: the
+    loss of a pair is ``-sum(p * log softmax(logits))``)."""
     if weights is None:
         return F.cross_entropy(logits, targets)
     return (F.cross_entropy(logits, targets, reduction="none") * weights).sum() / weights.sum()
@@ -83,7 +85,8 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Te
 @dataclass(frozen=True)
 class Batch:
     """One training batch: its pairs' network inputs, labels and loss weights (None: unweighted) on the
-    training device, and its place in the epoch (``number`` from 1 to ``count``)."""
+    training device, and its place in the epoch (``number`` from 1 to ``count``); ``soft`` holds target
+    probabilities ``[batch, num_labels]`` when the learner trains on soft labels."""
 
     indices: np.ndarray
     inputs: Any
@@ -91,11 +94,17 @@ class Batch:
     weights: torch.Tensor | None
     number: int
     count: int
+    soft: torch.Tensor | None = None
 
     @property
     def last(self) -> bool:
         """Whether this is the epoch's last batch."""
         return self.number == self.count
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """What the loss compares the logits with: the soft labels if any, else the class labels."""
+        return self.soft if self.soft is not None else self.labels
 
 
 #: What the caller does with one batch; returns the batch's loss (unscaled) and logits.
@@ -115,7 +124,7 @@ def gradient_step(
 
     def step(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         out = logits(batch.inputs).float()
-        loss = cross_entropy(out, batch.labels, batch.weights)
+        loss = cross_entropy(out, batch.targets, batch.weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, max_grad_norm)
@@ -148,6 +157,7 @@ def train_epochs(
     dev: PairData | None = None,
     monitor: PairData | None = None,
     sample_weight: np.ndarray | None = None,
+    soft_labels: np.ndarray | None = None,
     patience: int = 0,
     restore_best: bool = True,
     network: nn.Module | None = None,
@@ -162,7 +172,9 @@ def train_epochs(
     ``monitor`` predicted (probabilities, for epoch curves, never for selection). Training stops after
     ``patience`` epochs without a better dev accuracy (0: never) or once ``stop()`` is true (checked
     after every batch); with ``restore_best`` the trained parameters end as they were after the best
-    dev epoch. ``sample_weight`` weights each training pair's loss; ``network`` is the module that
+    dev epoch. ``sample_weight`` weights each training pair's loss; ``soft_labels`` (``[len(train),
+    num_labels]`` probabilities) replace the class labels as the loss's targets (accuracy is still
+    counted against ``train.labels``); ``network`` is the module that
     trains (``learner.network_`` or a data-parallel wrapper of it); ``name`` labels the bar and log.
     """
     name = name or learner.kind
@@ -172,6 +184,7 @@ def train_epochs(
     enc_monitor = learner.encode(monitor) if monitor is not None else None
     labels = torch.from_numpy(train.labels)
     weights = _loss_weights(sample_weight, len(train))
+    soft = _soft_targets(soft_labels, len(train), train.scheme.num_labels)
     trained = [(n, p) for n, p in network.named_parameters() if p.requires_grad]
     history: list[dict[str, float]] = []
     monitor_probas: list[np.ndarray] = []
@@ -190,6 +203,7 @@ def train_epochs(
                     weights=None if weights is None else weights[idx].to(device),
                     number=number,
                     count=len(order),
+                    soft=None if soft is None else soft[idx].to(device),
                 )
                 loss, logits = step(batch)
                 seen += len(idx)
@@ -246,6 +260,17 @@ def _loss_weights(sample_weight: np.ndarray | None, n: int) -> torch.Tensor | No
     if len(weights) != n:
         raise ValueError("sample_weight must have one weight per training pair")
     return weights
+
+
+def _soft_targets(soft_labels: np.ndarray | None, n: int, k: int) -> torch.Tensor | None:
+    if soft_labels is None:
+        return None
+    soft = torch.as_tensor(np.asarray(soft_labels, dtype=np.float32))
+    if soft.shape != (n, k):
+        raise ValueError(
+            f"soft_labels must be [{n}, {k}] (one probability row per training pair), not {list(soft.shape)}"
+        )
+    return soft
 
 
 def _epoch_line(name: str, epochs: int, record: dict[str, float]) -> str:

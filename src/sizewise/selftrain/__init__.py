@@ -3,12 +3,14 @@
 :func:`teacher_passes` asks a fitted learner for what a method needs (its deterministic
 probabilities; stochastic passes with dropout on, or an ensemble's members; the embeddings its last
 layer reads), :func:`pseudo_label` turns them into labels (:mod:`sizewise.selftrain.editing`), and
-:func:`student_data` joins the kept pseudo-labelled pairs to the gold ones. The pool's gold labels,
+:func:`student_data` joins the kept pseudo-labelled pairs to the gold ones (with the teacher's
+probabilities, softened by :func:`soften`, as targets for soft distillation). The pool's gold labels,
 where a set has them, never pass through here: they are compared with the pseudo-labels afterwards.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -70,11 +72,43 @@ def pseudo_label(passes: Passes, settings: PseudoLabelSettings) -> PseudoLabels:
     return simple(passes, k=settings.k, uncertain_fraction=settings.uncertain_fraction)
 
 
+@dataclass
+class StudentData:
+    """What a student fits on: the gold pairs followed by the kept pseudo-labelled ones, their loss
+    weights (None: all 1) and, for soft distillation, target probabilities per pair (None: hard labels)."""
+
+    train: PairData
+    sample_weight: np.ndarray | None = None
+    soft_labels: np.ndarray | None = None
+
+    def fit_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the student's ``fit`` beyond train and dev."""
+        out: dict[str, Any] = {}
+        if self.sample_weight is not None:
+            out["sample_weight"] = self.sample_weight
+        if self.soft_labels is not None:
+            out["soft_labels"] = self.soft_labels
+        return out
+
+
+def soften(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities at ``temperature``: ``softmax(log p / T)`` (T > 1 flattens them, T < 1 sharpens)."""
+    logp = np.log(np.clip(proba, 1e-12, None)) / temperature
+    logp -= logp.max(1, keepdims=True)
+    out = np.exp(logp)
+    return out / out.sum(1, keepdims=True)
+
+
 def student_data(
-    train: PairData, pool: PairData, pseudo: PseudoLabels, weight: float = 1.0
-) -> tuple[PairData, np.ndarray | None]:
-    """The gold training pairs followed by the kept pool pairs with their pseudo-labels, and the loss
-    weights (None when every pair weighs 1)."""
+    train: PairData,
+    pool: PairData,
+    pseudo: PseudoLabels,
+    weight: float = 1.0,
+    soft: np.ndarray | None = None,
+) -> StudentData:
+    """The gold training pairs followed by the kept pool pairs with their pseudo-labels, the loss
+    weights (None when every pair weighs 1) and, given ``soft`` (the teacher's probabilities on the
+    pool), soft targets: one-hot for gold pairs, ``soft`` for the kept pool pairs."""
     kept = np.flatnonzero(pseudo.kept)
     joined = PairData(
         premises=[*train.premises, *(pool.premises[i] for i in kept)],
@@ -83,9 +117,12 @@ def student_data(
         scheme=train.scheme,
         source=f"{train.source} + {len(kept):,} pseudo-labelled pairs of {pool.source}",
     )
-    if weight == 1.0:
-        return joined, None
-    return joined, np.concatenate([np.ones(len(train)), np.full(len(kept), weight)])
+    weights = None if weight == 1.0 else np.concatenate([np.ones(len(train)), np.full(len(kept), weight)])
+    targets = None
+    if soft is not None:
+        gold = np.eye(train.scheme.num_labels)[train.labels]
+        targets = np.concatenate([gold, soft[kept]])
+    return StudentData(joined, weights, targets)
 
 
 def pseudo_label_accuracy(labels: np.ndarray, mask: np.ndarray, gold: np.ndarray) -> float | None:

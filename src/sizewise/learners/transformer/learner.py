@@ -99,10 +99,12 @@ class TransformerLearner(NetworkLearner):
         *,
         monitor: PairData | None = None,
         sample_weight: np.ndarray | None = None,
+        soft_labels: np.ndarray | None = None,
     ) -> TransformerLearner:
         """Fine-tune the pretrained model (AdamW, linear warm-up and decay), early-stopping on ``dev``
         accuracy; across processes when launched by accelerate / torchrun. ``monitor`` is scored after
-        every epoch into ``monitor_probas_`` (for epoch curves); ``sample_weight`` weights the loss per pair."""
+        every epoch into ``monitor_probas_`` (for epoch curves); ``sample_weight`` weights the loss per pair;
+        ``soft_labels`` (probabilities per pair) replace the labels as targets (distillation)."""
         cfg = self.config
         check_training_data(train, "transformer")
         device = resolve_device(cfg.device, "transformer")
@@ -169,7 +171,7 @@ class TransformerLearner(NetworkLearner):
                 with _autocast(device, amp_dtype):
                     logits = train_model(**batch.inputs).logits
                 logits = logits.float()
-                loss = cross_entropy(logits, batch.labels, batch.weights)
+                loss = cross_entropy(logits, batch.targets, batch.weights)
                 scaler.scale(loss / group).backward()
             if syncs:
                 scaler.unscale_(optimizer)
@@ -192,6 +194,7 @@ class TransformerLearner(NetworkLearner):
                 dev=dev,
                 monitor=monitor,
                 sample_weight=sample_weight,
+                soft_labels=soft_labels,
                 patience=cfg.patience,
                 restore_best=cfg.restore_best,
                 network=train_model,
