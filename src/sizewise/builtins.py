@@ -32,6 +32,7 @@ ARM_TYPES: dict[str, str] = {
     "compress": "sizewise.arms.compress",
     "majority": "sizewise.arms.majority",
     "selftrain": "sizewise.arms.selftrain",
+    "transfer": "sizewise.arms.transfer",
 }
 
 #: Compression transform (the ``transform`` of a step) -> the module that registers it.

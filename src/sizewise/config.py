@@ -114,6 +114,25 @@ class DataConfig(_Strict):
         return value
 
 
+class ArmData(_Strict):
+    """Training pairs of one arm instead of the study's (an intermediate task to transfer from): they
+    replace the study's train and dev sets; the arm is still scored on the study's test sets (a 3-class
+    model on a binary study scored as binary)."""
+
+    train: str = Field(description="This arm's training pairs (file or `name:split`).")
+    dev: str | None = Field(None, description="This arm's dev pairs (None: none, unless dev_size holds some out).")
+    scheme: str | None = Field(None, description="Label scheme of this arm's pairs (default: the study's).")
+    train_size: int | None = Field(None, ge=1, description="Use a stratified random subset of this many pairs.")
+    dev_size: int | None = Field(None, ge=1, description="Subset size of dev; with no dev named, held out of train.")
+
+    @field_validator("scheme")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None and value not in SCHEMES:
+            raise ValueError(f"unknown scheme {value!r}; choose one of {', '.join(SCHEMES)}")
+        return value
+
+
 class EvaluationConfig(_Strict):
     """How scores and their uncertainty are computed."""
 
@@ -138,6 +157,9 @@ class ArmConfig(BaseModel):
     )
     shots_per_class: list[PositiveInt] | None = Field(
         None, description="This arm's learning-curve sizes per class (default: the study's data.shots_per_class)."
+    )
+    data: ArmData | None = Field(
+        None, description="This arm's own training pairs (an intermediate task), instead of the study's."
     )
     _arm_type: str = PrivateAttr("")
     _spec: Any = PrivateAttr(None)
@@ -171,11 +193,14 @@ class ArmConfig(BaseModel):
     @property
     def overrides(self) -> dict[str, Any]:
         """The study settings this arm overrides (seeds, learning-curve sizes), as written."""
-        return {
+        out: dict[str, Any] = {
             key: getattr(self, key)
             for key in ("seeds", "train_sizes", "shots_per_class")
             if getattr(self, key) is not None
         }
+        if self.data is not None:
+            out["data"] = self.data.model_dump(exclude_none=True)
+        return out
 
     @property
     def arm_type(self) -> str:
@@ -251,6 +276,23 @@ class StudyConfig(_Strict):
                 return arm
         raise KeyError(name)
 
+    def arm_data(self, arm: ArmConfig | None) -> DataConfig:
+        """The data settings ``arm`` trains with: the study's, with the arm's own ``data`` in place of its
+        train and dev sets (and subset sizes, and scheme where given)."""
+        if arm is None or arm.data is None:
+            return self.data
+        own = arm.data
+        update = {
+            "train": own.train,
+            "dev": own.dev,
+            "train_size": own.train_size,
+            "dev_size": own.dev_size,
+            "scheme": own.scheme or self.data.scheme,
+            "unlabelled": None,
+            "unlabelled_size": None,
+        }
+        return self.data.model_copy(update=update)
+
     def arm_seeds(self, arm: ArmConfig) -> list[int]:
         """The training seeds of ``arm``: its own, else the study's ``seeds``, else ``[seed]``."""
         return list(dict.fromkeys(arm.seeds or self.seeds or [self.seed]))
@@ -281,7 +323,7 @@ class StudyConfig(_Strict):
         """The unit of arm ``source`` that ``arm``'s ``unit`` is made from: the same seed, and the same
         size for an arm with sizes of its own (a self-trained arm and its teacher), else the source's
         largest size."""
-        if arm.type_.sized:
+        if arm.type_.sized and arm.type_.same_unit_sources:
             return unit
         sizes = self.arm_sizes(self.arm(source))
         return Unit(unit.seed, sizes[-1] if sizes else None)
@@ -306,6 +348,8 @@ class StudyConfig(_Strict):
             payload["train"] = unit.size.key
         if arm.type_.uses_unlabelled:
             payload["unlabelled"] = [self.data.unlabelled, self.data.unlabelled_size]
+        if arm.data is not None:
+            payload["arm_data"] = arm.data.model_dump()
         sources = [
             self.arm_fingerprint(self.arm(name), self.source_unit(arm, unit, name))
             for name in arm.type_.sources(arm.spec)
@@ -324,7 +368,23 @@ class StudyConfig(_Strict):
                     f"arm {arm.name}: its learner names seed {arm.spec['seed']}, so each of its {len(seeds)} "
                     "training seeds would train the same model; drop the learner's seed"
                 )
-            if arm.type_.sized:
+            if arm.data is not None and arm.data.scheme == "binary" and self.data.scheme != "binary":
+                problems.append(
+                    f"arm {arm.name}: data.scheme binary: a binary model cannot be scored on the study's "
+                    f"{self.data.scheme} test sets (it cannot tell neutral from contradiction)"
+                )
+            if arm.data is not None and arm.type_.uses_unlabelled:
+                problems.append(f"arm {arm.name}: a self-trained arm trains on the study's data; drop its data block")
+            if not arm.type_.same_unit_sources:
+                for name in arm.type_.sources(arm.spec):
+                    source = by_name.get(name)
+                    theirs = (source.seeds if source else None) or self.seeds or [self.seed]
+                    missing = [s for s in seeds if s not in theirs]
+                    if source is not None and missing and arm.type_.sized:
+                        problems.append(
+                            f"arm {arm.name}: seeds {missing} are not seeds of arm {name}, whose models it starts from"
+                        )
+            if arm.type_.sized and arm.type_.same_unit_sources:
                 for name in arm.type_.sources(arm.spec):
                     source = by_name.get(name)
                     if source is None:

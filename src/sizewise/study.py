@@ -51,6 +51,8 @@ class StudyData:
     tests: dict[str, PairData]
     #: The unlabelled set as read (gold labels, where it has them, still in it), or None.
     unlabelled: PairData | None = None
+    #: Whether the dev set has a size of its own (``dev_size``): a learning curve then keeps it whole.
+    fixed_dev: bool = False
 
     @property
     def test(self) -> PairData:
@@ -102,10 +104,16 @@ def unit_pool(config: StudyConfig, data: StudyData, unit: Unit) -> Pool:
     return Pool(pairs=pairs, gold=gold, removed=removed)
 
 
-def load_study_data(config: StudyConfig, base: Path | None = None) -> StudyData:
-    """Read train / dev / test sets and draw the configured subsets (seeded by the study seed)."""
-    d = config.data
-    train = _read_split(config, base, d.train, None, 0)
+def load_study_data(
+    config: StudyConfig,
+    base: Path | None = None,
+    arm: ArmConfig | None = None,
+    tests: dict[str, PairData] | None = None,
+) -> StudyData:
+    """Read train / dev / test sets and draw the configured subsets (seeded by the study seed); with
+    ``arm``, its own training data where it names some (``tests``: the test sets, if read already)."""
+    d = config.arm_data(arm)
+    train = _read_split(config, base, d.train, None, 0, scheme=d.scheme)
     if d.dev is None and d.dev_size:
         # No dev split named: hold dev_size pairs out of train, so early stopping never sees test.
         held = subset_indices(train.labels, d.dev_size, config.seed + 1)
@@ -113,11 +121,12 @@ def load_study_data(config: StudyConfig, base: Path | None = None) -> StudyData:
         dev = train.subset(held, source=f"{train.source} (held-out dev)")
         train = train.subset(rest, source=train.source)
     else:
-        dev = _read_split(config, base, d.dev, d.dev_size, 1) if d.dev else None
+        dev = _read_split(config, base, d.dev, d.dev_size, 1, scheme=d.scheme) if d.dev else None
     if d.train_size and d.train_size < len(train):
         train = sample_subset(train, d.train_size, config.seed)
     unlabelled = _read_unlabelled(config, base) if d.unlabelled else None
-    return StudyData(train=train, dev=dev, tests=load_test_sets(config, base), unlabelled=unlabelled)
+    tests = tests if tests is not None else load_test_sets(config, base)
+    return StudyData(train=train, dev=dev, tests=tests, unlabelled=unlabelled, fixed_dev=d.dev_size is not None)
 
 
 def _read_unlabelled(config: StudyConfig, base: Path | None) -> PairData:
@@ -180,14 +189,14 @@ def unit_data(config: StudyConfig, data: StudyData, unit: Unit) -> StudyData:
     subset = train.subset(idx, source=train.source)
     subset.meta = {**train.meta, "subset_of": train.source, "subset_size": len(idx), "unit": unit.key}
     dev = data.dev
-    if dev is not None and config.data.dev_size is None and len(subset) < len(dev):
+    if dev is not None and not data.fixed_dev and len(subset) < len(dev):
         dev_idx = (
             k_shot_indices(dev.labels, size.per_class, rng)
             if size.per_class is not None
             else subset_indices(dev.labels, len(subset), rng)
         )
         dev = dev.subset(dev_idx, source=f"{dev.source} (subset of {len(dev_idx):,})")
-    return StudyData(train=subset, dev=dev, tests=data.tests, unlabelled=data.unlabelled)
+    return StudyData(train=subset, dev=dev, tests=data.tests, unlabelled=data.unlabelled, fixed_dev=data.fixed_dev)
 
 
 def _data_summary(data: PairData | None) -> dict[str, Any] | None:
@@ -293,8 +302,15 @@ class StudyArmRun:
         metrics, intervals and cost, and score every other test set; the unit's result, not yet written.
         ``sections`` are result sections the arm type adds (a self-trained arm's rounds)."""
         config, arm, data = self.config, self.arm, self.data
+        # An arm trained on its own data may predict another scheme than the study's (nli3 on a binary study).
+        model_scheme = data.train.scheme.name
+        inputs = model_inputs(data.test, model_scheme)
         with CostMeter(config.cost) as eval_meter:
-            proba, model_sections = model.predict_with_sections(data.test)
+            if model_scheme == data.test.scheme.name:
+                proba, model_sections = model.predict_with_sections(data.test)
+            else:
+                proba = collapse_proba(model.predict_proba(inputs), model_scheme, data.test.scheme.name)
+                model_sections = {}
         sections = {**model_sections, **(sections or {})}
         model_dir = self.arm_dir / "model"
         model.save(model_dir)
@@ -352,11 +368,11 @@ class StudyArmRun:
             record["unit"] = {"seed": self.seed, "size": size.key if size else None, "labelled_pairs": len(data.train)}
         others = list(data.tests.items())[1:]
         if others:
-            record["tests"] = {name: self._score_other(model, test, data.test.scheme.name) for name, test in others}
-        throughput = measure_throughput(model.predict_proba, data.test)
+            record["tests"] = {name: self._score_other(model, test, model_scheme) for name, test in others}
+        throughput = measure_throughput(model.predict_proba, inputs)
         record["cost"]["inference_pairs_per_s"] = throughput["pairs_per_s"]
         record["cost"]["inference_batch_pairs"] = throughput["pairs"]
-        record["cost"].update(measure_latency(model.predict_proba, data.test))
+        record["cost"].update(measure_latency(model.predict_proba, inputs))
         return ArmResult.model_validate(record)
 
     def _intervals(self, intervals: dict[str, tuple[float, float]]) -> dict[str, Any]:
@@ -396,8 +412,8 @@ def unit_folder(config: StudyConfig, arm: ArmConfig, unit: Unit, out: Path) -> P
 
 def run_arm(config: StudyConfig, arm: ArmConfig, data: StudyData, arm_dir: Path, unit: Unit | None = None) -> ArmResult:
     """Run one unit of an arm (its first by default) through the arm's type (train, compress, ...),
-    save its model and score it; returns its result (not yet written). ``data`` is the study's data;
-    the unit's subset is drawn here."""
+    save its model and score it; returns its result (not yet written). ``data`` is the arm's data (the
+    study's, or its own: :func:`load_study_data` with the arm); the unit's subset is drawn here."""
     unit = unit or config.units(arm)[0]
     return arm.type_.run(StudyArmRun(config, arm, unit_data(config, data, unit), arm_dir, unit))
 
@@ -452,26 +468,31 @@ def run_study(
                 ],
             )
     # Read (and so validate) all data before anything is written: bad input leaves no output folder.
-    data = load_study_data(config, base) if todo else None
+    tests = load_test_sets(config, base) if todo else {}
+    by_data: dict[str, StudyData] = {}
     for arm, unit in todo:
+        key = arm.data.model_dump_json() if arm.data is not None else ""
+        if key not in by_data:
+            by_data[key] = load_study_data(config, base, arm, tests)
         if arm.type_.uses_unlabelled:  # an unusable pool is refused before any arm trains
-            assert data is not None
-            unit_pool(config, unit_data(config, data, unit), unit)
+            unit_pool(config, unit_data(config, by_data[key], unit), unit)
+
+    def data_of(arm: ArmConfig) -> StudyData:
+        return by_data[arm.data.model_dump_json() if arm.data is not None else ""]
+
     if not is_main_process():
         # The other processes of a multi-process launch only help train; rank 0 scores and writes.
         for arm, unit in todo:
-            assert data is not None
-            run = StudyArmRun(config, arm, unit_data(config, data, unit), unit_folder(config, arm, unit, out), unit)
-            arm.type_.help_train(run)
+            data = unit_data(config, data_of(arm), unit)
+            arm.type_.help_train(StudyArmRun(config, arm, data, unit_folder(config, arm, unit, out), unit))
         return out
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.json", config.model_dump_json(indent=2) + "\n")
     for i, (arm, unit) in enumerate(todo, start=1):
         folder = unit_folder(config, arm, unit, out)
-        assert data is not None
         if len(todo) > 1:
             logger.info("unit %d of %d: arm %s, %s", i, len(todo), arm.name, unit.key)
-        result = run_arm(config, arm, data, folder, unit)
+        result = run_arm(config, arm, data_of(arm), folder, unit)
         result.write(folder / RESULT_FILE)
         m, ci = result.metrics, result.intervals.accuracy
         logger.info(

@@ -132,6 +132,7 @@ class CompressArm(ArmType):
     config_model = CompressArmConfig
 
     sized = False
+    same_unit_sources = False
 
     def learner_kind(self, spec: CompressArmConfig) -> str:
         """Compressed models are ``compressed`` learners (an ensemble's members are compressed each)."""

@@ -110,6 +110,10 @@ class ArmType:
     #: Whether its arms train at each size of a learning curve. An arm made from another arm's model
     #: (``sized = False``) runs once per seed, on that arm's model of the same seed at its last size.
     sized: ClassVar[bool] = True
+    #: For an arm made from other arms' models: whether each of its units uses their unit of the same seed
+    #: and size (a self-trained arm and its teacher), or of the same seed at their largest size (a
+    #: compressed or transferred model).
+    same_unit_sources: ClassVar[bool] = True
     #: Whether its arms read the study's unlabelled pairs (``data.unlabelled``): they then need them, and
     #: their fingerprints include them.
     uses_unlabelled: ClassVar[bool] = False

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from pydantic import Field
 
@@ -16,7 +15,7 @@ from sizewise.data.sampling import sample_subset
 from sizewise.errors import ConfigError
 from sizewise.learners.base import check_scheme
 from sizewise.learners.network import NetworkLearner
-from sizewise.learners.training import gradient_step, length_bucketed_batches, train_epochs
+from sizewise.learners.training import fine_tune
 
 
 class RecoverStep(Step):
@@ -52,19 +51,8 @@ def recover_weights(learner: NetworkLearner, step: RecoverStep, train: PairData 
         for weight, mask in masks:
             weight.mul_(mask)
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
-    rng = np.random.default_rng(learner.seed)
-    torch.manual_seed(learner.seed)
-    run = train_epochs(
-        learner,
-        train,
-        gradient_step(learner.logits, optimizer, params, learner.max_grad_norm, after_step=zero_pruned),
-        lambda encoded: length_bucketed_batches(encoded.lengths, learner.batch_size, rng),
-        epochs=step.epochs,
-        device=learner.device,
-        restore_best=False,
-        name="recover",
+    run = fine_tune(
+        learner, train, epochs=step.epochs, learning_rate=lr, restore_best=False, after_step=zero_pruned, name="recover"
     )
     model.eval()
     return {

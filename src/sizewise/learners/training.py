@@ -253,6 +253,43 @@ def train_epochs(
     return TrainingRun(history, monitor_probas, best_epoch if best_state is not None else len(history))
 
 
+def fine_tune(
+    learner: NetworkLearner,
+    train: PairData,
+    *,
+    epochs: int,
+    learning_rate: float,
+    dev: PairData | None = None,
+    batch_size: int | None = None,
+    patience: int = 0,
+    restore_best: bool = True,
+    after_step: Callable[[], None] | None = None,
+    name: str = "fine-tune",
+) -> TrainingRun:
+    """Go on training a fitted learner's network on ``train`` (Adam at ``learning_rate``, the learner's
+    own batch size unless given, its clipping and seed), early-stopping on ``dev`` if given; compression's
+    recover step and transfer to a new task both run here. ``after_step`` runs after every update."""
+    params = [p for p in learner.network_.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(name, [f"the {learner.kind} network has no trainable weights"])
+    optimizer = torch.optim.Adam(params, lr=learning_rate)
+    rng = np.random.default_rng(learner.seed)
+    torch.manual_seed(learner.seed)
+    size = batch_size or learner.batch_size
+    return train_epochs(
+        learner,
+        train,
+        gradient_step(learner.logits, optimizer, params, learner.max_grad_norm, after_step=after_step),
+        lambda encoded: length_bucketed_batches(encoded.lengths, size, rng),
+        epochs=epochs,
+        device=learner.device,
+        dev=dev,
+        patience=patience,
+        restore_best=restore_best,
+        name=name,
+    )
+
+
 def _loss_weights(sample_weight: np.ndarray | None, n: int) -> torch.Tensor | None:
     if sample_weight is None:
         return None
