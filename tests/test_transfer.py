@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from sizewise.arms.transfer import adapt_head, head_layers
 from sizewise.config import parse_study
 from sizewise.data.labels import SCHEMES
 from sizewise.data.pairs import PairData
+from sizewise.data.sampling import draw_with_repeats, mixture_counts, mixture_weights
 from sizewise.errors import ConfigError
 from sizewise.learners.base import create_learner, load_learner
 from sizewise.report.render import load_results, write_report
@@ -134,4 +136,79 @@ def test_bad_transfer_settings(tmp_path: Path) -> None:
     raw["data"]["scheme"] = "nli3"
     raw["arms"][1]["data"]["scheme"] = "binary"
     with pytest.raises(ConfigError, match="a binary model cannot be scored"):
+        parse_study(raw)
+
+
+# -- multi-task mixtures -------------------------------------------------------------------------------
+
+
+def test_mixture_counts_by_hand() -> None:
+    sizes = {"big": 100, "small": 10}
+    assert mixture_counts(sizes, mixture_weights(sizes, "proportional"), 110) == {"big": 100, "small": 10}
+    # T = 2: weights 10 and 3.1623; 110 * 10 / 13.1623 = 83.57, 26.43 -> 83 + 26, the spare pair to 83.57
+    assert mixture_counts(sizes, mixture_weights(sizes, "temperature", 2.0), 110) == {"big": 84, "small": 26}
+    fixed = mixture_weights(sizes, "fixed", fixed={"big": 1, "small": 1})
+    assert mixture_counts(sizes, fixed, 110) == {"big": 55, "small": 55}
+    assert mixture_counts(sizes, fixed, 7) == {"big": 4, "small": 3}
+
+
+def test_draw_with_repeats() -> None:
+    rng = np.random.default_rng(0)
+    idx = draw_with_repeats(10, 25, rng)
+    counts = np.bincount(idx, minlength=10)
+    assert len(idx) == 25 and counts.min() == 2 and counts.max() == 3 and (counts == 3).sum() == 5
+    small = draw_with_repeats(10, 4, np.random.default_rng(1))
+    assert len(set(small.tolist())) == 4
+
+
+def test_a_mixture_of_a_3_class_and_a_binary_set_trains_one_arm(tmp_path: Path) -> None:
+    raw = _raw(tmp_path)
+    raw["data"]["train"] = {"three": raw["arms"][1]["data"]["train"], "two": raw["data"]["train"]}
+    raw["data"]["mixture"] = {"sampling": "fixed", "weights": {"three": 1, "two": 3}, "size": 80}
+    raw["arms"] = [raw["arms"][0]]
+    run = run_study(parse_study(raw))
+    result = ArmResult.read(run / "direct" / "result.json")
+    assert result.data.train.rows == 80
+    assert result.data.train.source.startswith("20 of ") and " + 60 of " in result.data.train.source
+    # the 3-class set was read as binary: 20 pairs, a third of them entailment in expectation
+    assert set(result.data.train.labels) == {"entailment", "not_entailment"}
+
+
+def test_bad_mixtures(tmp_path: Path) -> None:
+    raw = _raw(tmp_path)
+    raw["data"]["mixture"] = {"sampling": "temperature"}
+    with pytest.raises(ConfigError, match="needs several training sets"):
+        parse_study(raw)
+    raw = _raw(tmp_path)
+    raw["data"]["train"] = {"a": raw["data"]["train"], "b": raw["data"]["dev"]}
+    raw["data"]["mixture"] = {"sampling": "fixed", "weights": {"a": 1}}
+    with pytest.raises(ConfigError, match="one weight per training set"):
+        parse_study(raw)
+    raw["data"]["mixture"] = {"sampling": "fixed"}
+    with pytest.raises(ConfigError, match="fixed sampling needs them"):
+        parse_study(raw)
+
+
+def test_an_arm_trains_on_a_mixture_of_its_own(tmp_path: Path) -> None:
+    raw = _raw(tmp_path)
+    three = raw["arms"][1]["data"]["train"]
+    raw["arms"] = [
+        {
+            "name": "mix",
+            "learner": SOURCE,
+            "data": {
+                "train": {"three": three, "two": raw["data"]["train"]},
+                "mixture": {"sampling": "temperature", "temperature": 2},
+                "dev": raw["data"]["dev"],
+                "scheme": "binary",
+            },
+        }
+    ]
+    run = run_study(parse_study(raw))
+    result = ArmResult.read(run / "mix" / "result.json")
+    # sizes 90 and 30 at T = 2: weights 9.487 and 5.477 of 120 pairs -> 76.08 and 43.92 -> 76 + 44
+    assert result.data.train.rows == 120 and result.data.train.source.startswith("76 of ")
+    assert result.data.dev is not None and result.data.dev.rows == 30
+    raw["arms"][0]["data"]["mixture"] = {"sampling": "fixed", "weights": {"three": 1}}
+    with pytest.raises(ConfigError, match="one weight per training set"):
         parse_study(raw)

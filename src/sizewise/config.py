@@ -37,10 +37,52 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class MixtureConfig(_Strict):
+    """How several training sets make one (multi-task training): how many pairs each contributes."""
+
+    sampling: Literal["proportional", "temperature", "fixed"] = Field(
+        "proportional",
+        description="proportional: each set by its size; temperature: by size^(1/T), which favours small sets; "
+        "fixed: by `weights`.",
+    )
+    temperature: float = Field(2.0, gt=0, description="temperature sampling: T (1 is proportional).")
+    weights: dict[str, float] | None = Field(None, description="fixed sampling: a weight per set name.")
+    size: int | None = Field(
+        None,
+        ge=1,
+        description="Pairs in the mixture (default: all sets' pairs together); a set asked for more "
+        "pairs than it has repeats some.",
+    )
+
+    @model_validator(mode="after")
+    def _weights_for_fixed(self) -> MixtureConfig:
+        if (self.sampling == "fixed") != (self.weights is not None):
+            raise ValueError("weights go with sampling: fixed, and fixed sampling needs them")
+        if self.weights is not None and not all(w > 0 for w in self.weights.values()):
+            raise ValueError("weights must be positive")
+        return self
+
+
+def check_mixture(train: str | dict[str, str], mixture: MixtureConfig | None) -> None:
+    """Refuse a mixture without several sets, and fixed weights that do not name each set once."""
+    if isinstance(train, dict):
+        if not train:
+            raise ValueError("train: name at least one training set")
+        weights = mixture.weights if mixture is not None else None
+        if weights is not None and set(weights) != set(train):
+            raise ValueError(f"mixture.weights: give one weight per training set ({', '.join(train)})")
+    elif mixture is not None:
+        raise ValueError("mixture: needs several training sets (train as {name: source})")
+
+
 class DataConfig(_Strict):
     """Where a study's pairs come from and how many of them it uses."""
 
-    train: str = Field(description="Training pairs: a file, or a named dataset as `name` or `name:split`.")
+    train: str | dict[str, str] = Field(
+        description="Training pairs: a file, or a named dataset as `name` or `name:split`; several sets as "
+        "{name: source} make a multi-task mixture (see `mixture`), each read under the study's scheme."
+    )
+    mixture: MixtureConfig | None = Field(None, description="How several training sets are mixed.")
     dev: str | None = Field(None, description="Dev pairs for early stopping (file or `name:split`).")
     test: str | list[str] | dict[str, str] = Field(
         description="Test pairs every arm is scored on (file or `name:split`); several sets as a list or as "
@@ -90,6 +132,7 @@ class DataConfig(_Strict):
             raise ValueError("train_size is one size; with train_sizes or shots_per_class, list every size there")
         if self.unlabelled_size is not None and self.unlabelled is None:
             raise ValueError("unlabelled_size is set but no unlabelled pairs are named (data.unlabelled)")
+        check_mixture(self.train, self.mixture)
         return self
 
     @property
@@ -119,7 +162,10 @@ class ArmData(_Strict):
     replace the study's train and dev sets; the arm is still scored on the study's test sets (a 3-class
     model on a binary study scored as binary)."""
 
-    train: str = Field(description="This arm's training pairs (file or `name:split`).")
+    train: str | dict[str, str] = Field(
+        description="This arm's training pairs (file or `name:split`), or a mixture of sets as {name: source}."
+    )
+    mixture: MixtureConfig | None = Field(None, description="How this arm's training sets are mixed.")
     dev: str | None = Field(None, description="This arm's dev pairs (None: none, unless dev_size holds some out).")
     scheme: str | None = Field(None, description="Label scheme of this arm's pairs (default: the study's).")
     train_size: int | None = Field(None, ge=1, description="Use a stratified random subset of this many pairs.")
@@ -131,6 +177,11 @@ class ArmData(_Strict):
         if value is not None and value not in SCHEMES:
             raise ValueError(f"unknown scheme {value!r}; choose one of {', '.join(SCHEMES)}")
         return value
+
+    @model_validator(mode="after")
+    def _mixture(self) -> ArmData:
+        check_mixture(self.train, self.mixture)
+        return self
 
 
 class EvaluationConfig(_Strict):
@@ -288,6 +339,7 @@ class StudyConfig(_Strict):
             "train_size": own.train_size,
             "dev_size": own.dev_size,
             "scheme": own.scheme or self.data.scheme,
+            "mixture": own.mixture,
             "unlabelled": None,
             "unlabelled_size": None,
         }
@@ -335,7 +387,11 @@ class StudyConfig(_Strict):
         unit = unit or self.units(arm)[0]
         record = {"name": arm.name, **dict.fromkeys(_FINGERPRINT_BLOCKS), "description": arm.description}
         record[arm.arm_type] = arm.type_.dump(arm.spec)
-        data = self.data.model_dump(exclude={"train_sizes", "shots_per_class", "unlabelled", "unlabelled_size"})
+        data = self.data.model_dump(
+            exclude={"train_sizes", "shots_per_class", "unlabelled", "unlabelled_size", "mixture"}
+        )
+        if self.data.mixture is not None:
+            data["mixture"] = self.data.mixture.model_dump()
         payload: dict[str, Any] = {
             "arm": record,
             "data": data,
@@ -418,7 +474,12 @@ def _data_spec_problems(cfg: dict[str, Any], base: Path) -> list[str]:
     data = cfg.get("data")
     if not isinstance(data, dict):
         return problems
-    specs = [(key, data.get(key)) for key in ("train", "dev", "unlabelled")]
+    specs = [(key, data.get(key)) for key in ("dev", "unlabelled")]
+    trains = data.get("train")
+    if isinstance(trains, dict):
+        specs += [(f"train.{name}", spec) for name, spec in trains.items()]
+    else:
+        specs.append(("train", trains))
     tests = data.get("test")
     if isinstance(tests, list):
         specs += [(f"test[{i}]", spec) for i, spec in enumerate(tests)]

@@ -21,12 +21,19 @@ from typing import Any
 import numpy as np
 
 from sizewise.arms.registry import ScoredModel
-from sizewise.config import ArmConfig, StudyConfig
+from sizewise.config import ArmConfig, DataConfig, MixtureConfig, StudyConfig
 from sizewise.cost.meter import CostMeter, measure_latency, measure_throughput
 from sizewise.data.catalog import load_pairs
 from sizewise.data.io import read_pairs
 from sizewise.data.pairs import PairData
-from sizewise.data.sampling import k_shot_indices, sample_subset, subset_indices
+from sizewise.data.sampling import (
+    draw_with_repeats,
+    k_shot_indices,
+    mixture_counts,
+    mixture_weights,
+    sample_subset,
+    subset_indices,
+)
 from sizewise.distributed import is_main_process, world_size
 from sizewise.environment import environment
 from sizewise.errors import ConfigError
@@ -113,7 +120,7 @@ def load_study_data(
     """Read train / dev / test sets and draw the configured subsets (seeded by the study seed); with
     ``arm``, its own training data where it names some (``tests``: the test sets, if read already)."""
     d = config.arm_data(arm)
-    train = _read_split(config, base, d.train, None, 0, scheme=d.scheme)
+    train = _read_train(config, base, d)
     if d.dev is None and d.dev_size:
         # No dev split named: hold dev_size pairs out of train, so early stopping never sees test.
         held = subset_indices(train.labels, d.dev_size, config.seed + 1)
@@ -127,6 +134,30 @@ def load_study_data(
     unlabelled = _read_unlabelled(config, base) if d.unlabelled else None
     tests = tests if tests is not None else load_test_sets(config, base)
     return StudyData(train=train, dev=dev, tests=tests, unlabelled=unlabelled, fixed_dev=d.dev_size is not None)
+
+
+def _read_train(config: StudyConfig, base: Path | None, d: DataConfig) -> PairData:
+    """The training pairs: one set, or a mixture of several drawn by ``d.mixture`` (seeded by the study
+    seed), each read under the study's scheme (3-class sets collapse onto a binary study)."""
+    if isinstance(d.train, str):
+        return _read_split(config, base, d.train, None, 0, scheme=d.scheme)
+    sets = {name: _read_split(config, base, spec, None, 0, scheme=d.scheme) for name, spec in d.train.items()}
+    mix = d.mixture or MixtureConfig()
+    sizes = {name: len(data) for name, data in sets.items()}
+    weights = mixture_weights(sizes, mix.sampling, mix.temperature, mix.weights)
+    counts = mixture_counts(sizes, weights, mix.size or sum(sizes.values()))
+    rng = np.random.default_rng([config.seed, 31])
+    parts = [data.subset(draw_with_repeats(len(data), counts[name], rng)) for name, data in sets.items()]
+    mixed = PairData(
+        premises=[p for part in parts for p in part.premises],
+        hypotheses=[h for part in parts for h in part.hypotheses],
+        labels=np.concatenate([part.labels for part in parts]),
+        scheme=parts[0].scheme,
+        source=" + ".join(f"{counts[name]:,} of {data.source}" for name, data in sets.items()),
+        skipped=sum(data.skipped for data in sets.values()),
+    )
+    mixed.meta = {"mixture": counts}
+    return mixed
 
 
 def _read_unlabelled(config: StudyConfig, base: Path | None) -> PairData:

@@ -112,3 +112,36 @@ def weighted_resample_indices(weights: np.ndarray, rng: Seed, size: int | None =
     if w.ndim != 1 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise ValueError("weights must be a 1-D array of finite, non-negative numbers with a positive sum")
     return _rng(rng).choice(len(w), size=len(w) if size is None else size, replace=True, p=w / w.sum())
+
+
+def mixture_counts(sizes: dict[str, int], weights: dict[str, float], total: int) -> dict[str, int]:
+    """How many of ``total`` pairs each set gives to a mixture, in proportion to ``weights`` (largest
+    remainders get the pairs that rounding down leaves)."""
+    names = list(sizes)
+    w = np.array([weights[name] for name in names], dtype=np.float64)
+    exact = total * w / w.sum()
+    counts = np.floor(exact).astype(np.int64)
+    for i in np.argsort(-(exact - counts), kind="stable")[: total - int(counts.sum())]:
+        counts[i] += 1
+    return {name: int(c) for name, c in zip(names, counts)}
+
+
+def mixture_weights(
+    sizes: dict[str, int], sampling: str, temperature: float = 1.0, fixed: dict[str, float] | None = None
+) -> dict[str, float]:
+    """The sampling weight of each set: its size (``proportional``), its size to the power 1/T
+    (``temperature``), or the given weights (``fixed``)."""
+    if sampling == "proportional":
+        return {name: float(n) for name, n in sizes.items()}
+    if sampling == "temperature":
+        return {name: float(n) ** (1.0 / temperature) for name, n in sizes.items()}
+    if sampling == "fixed" and fixed is not None:
+        return {name: float(fixed[name]) for name in sizes}
+    raise ValueError(f"unknown mixture sampling {sampling!r} (or fixed without weights)")
+
+
+def draw_with_repeats(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` row indices of ``n`` rows: a random subset when ``count <= n``; else every row as often
+    as it fits and a random subset for the rest."""
+    whole, rest = divmod(count, n)
+    return np.concatenate([np.tile(np.arange(n), whole), rng.choice(n, size=rest, replace=False)]).astype(np.int64)
