@@ -127,6 +127,14 @@ class SelfTrainArm(ArmType):
                     len(pool.pairs),
                     _accuracy_note(rounds[-1]["pseudo_accuracy"]),
                 )
+                if not pseudo.kept.any():
+                    logger.warning(
+                        "arm %s: round %d keeps no pseudo-label (none reaches threshold %s): the student trains on "
+                        "the gold pairs alone",
+                        run.name,
+                        number,
+                        spec.threshold,
+                    )
                 soft = soften(passes.deterministic, spec.temperature) if spec.soft else None
                 data = student_data(run.train, pool.pairs, pseudo, spec.weight, soft)
                 student = create_learner(student_spec)
