@@ -12,7 +12,7 @@ import yaml
 from conftest import TINY_BILSTM, TINY_TRANSFORMER, keyword_pairs, run_cli
 from sizewise.config import parse_study
 from sizewise.errors import ConfigError
-from sizewise.learners.base import create_learner
+from sizewise.learners.base import create_learner, load_learner
 from sizewise.report.render import load_arm, write_report
 from sizewise.result import ArmResult
 from sizewise.selftrain import PseudoLabelSettings, soften, student_data, teacher_passes
@@ -287,3 +287,23 @@ def test_readme_lists_every_self_training_setting() -> None:
     section = readme.split("### Self-training", 1)[1].split("\n## ", 1)[0]
     rows = {line.split("|")[1].strip(" `") for line in section.splitlines() if line.startswith("| `")}
     assert rows == set(SelfTrainArmConfig.model_fields)
+
+
+def test_a_student_can_start_from_its_teacher(tmp_path: Path) -> None:
+    raw = _raw(tmp_path)
+    raw["seeds"] = [0]
+    raw["arms"] = [
+        raw["arms"][0],
+        {"name": "warm", "selftrain": {"teacher": "lstm", "method": "plain", "init": "teacher", "weight": 0.5}},
+    ]
+    run = run_study(parse_study(raw))
+    warm = ArmResult.read(run / "warm" / "n60-seed-0" / "result.json")
+    assert warm.config.block["init"] == "teacher"
+    assert len(warm.training.history or []) == TEACHER["epochs"]  # the teacher's epochs, patience 0
+    teacher_model = load_learner(run / "lstm" / "n60-seed-0" / "model")
+    student_model = load_learner(run / "warm" / "n60-seed-0" / "model")
+    assert student_model.vocab_.words == teacher_model.vocab_.words  # the teacher's model, trained further
+    raw["arms"][1]["selftrain"]["student"] = TINY_BILSTM
+    config = parse_study(raw)
+    with pytest.raises(ConfigError, match="name no student"):
+        config.arms[1].type_._student_spec(config.arms[1].spec, run / "lstm" / "n60-seed-0" / "model", 0)  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -31,6 +31,7 @@ from sizewise.learners.base import (
     read_learner_meta,
     spec_with_seed,
 )
+from sizewise.learners.training import fine_tune
 from sizewise.report.document import Block, Heading, Paragraph, Table
 from sizewise.report.tables import fmt_number
 from sizewise.result import RESULT_FILE, ArmResult, ResultError
@@ -55,6 +56,11 @@ class SelfTrainArmConfig(PseudoLabelSettings):
     )
     weight: float = Field(1.0, gt=0.0, description="Loss weight of a pseudo-labelled pair (a gold pair weighs 1).")
     rounds: int = Field(1, ge=1, le=10, description="Rounds of self-training: each round's student labels the next.")
+    init: Literal["scratch", "teacher"] = Field(
+        "scratch",
+        description="The student's starting weights: its own initial ones, or the teacher's (then the student "
+        "is the teacher's model, trained further; bilstm and transformer teachers).",
+    )
     soft: bool = Field(
         False,
         description="Train the student on the teacher's probabilities on the kept pairs (distillation) instead "
@@ -137,8 +143,25 @@ class SelfTrainArm(ArmType):
                     )
                 soft = soften(passes.deterministic, spec.temperature) if spec.soft else None
                 data = student_data(run.train, pool.pairs, pseudo, spec.weight, soft)
-                student = create_learner(student_spec)
-                student.fit(data.train, run.dev, **data.fit_kwargs())
+                if spec.init == "teacher":
+                    # The student goes on from the model that labelled the pool (its teacher, then each round's).
+                    student = load_learner(teacher_dir) if number == 1 else current
+                    with student.forward_context():
+                        run_ = fine_tune(
+                            student,
+                            data.train,
+                            dev=run.dev,
+                            epochs=int(student_spec.get("epochs", 3)),
+                            learning_rate=student.learning_rate,
+                            patience=int(student_spec.get("patience", 2)),
+                            name=f"{student.kind} student",
+                            **data.fit_kwargs(),
+                        )
+                    student.history_, student.best_epoch_ = run_.history, run_.best_epoch
+                    student.network_.eval()
+                else:
+                    student = create_learner(student_spec)
+                    student.fit(data.train, run.dev, **data.fit_kwargs())
                 current, labeller = student, f"the round-{number} student"
         teacher_cost = _teacher_cost(teacher_dir)
         section = {
@@ -158,6 +181,10 @@ class SelfTrainArm(ArmType):
     @staticmethod
     def _student_spec(spec: SelfTrainArmConfig, teacher_dir: Path, seed: int) -> dict[str, Any]:
         """The student's learner spec with the unit's seed: the named one, else the teacher's own."""
+        if spec.init == "teacher" and spec.student is not None:
+            raise ConfigError("selftrain", ["init teacher: the student is the teacher's model; name no student"])
+        if spec.init == "teacher" and read_learner_meta(teacher_dir)["kind"] not in ("bilstm", "transformer"):
+            raise ConfigError("selftrain", ["init teacher: needs a bilstm or transformer teacher"])
         if spec.student is not None:
             student = dict(spec.student)
         else:

@@ -264,11 +264,14 @@ def fine_tune(
     patience: int = 0,
     restore_best: bool = True,
     after_step: Callable[[], None] | None = None,
+    sample_weight: np.ndarray | None = None,
+    soft_labels: np.ndarray | None = None,
     name: str = "fine-tune",
 ) -> TrainingRun:
     """Go on training a fitted learner's network on ``train`` (Adam at ``learning_rate``, the learner's
     own batch size unless given, its clipping and seed), early-stopping on ``dev`` if given; compression's
-    recover step and transfer to a new task both run here. ``after_step`` runs after every update."""
+    recover step, transfer to a new task and a student that starts from its teacher all run here.
+    ``after_step`` runs after every update; ``sample_weight`` and ``soft_labels`` as in :func:`train_epochs`."""
     params = [p for p in learner.network_.parameters() if p.requires_grad]
     if not params:
         raise ConfigError(name, [f"the {learner.kind} network has no trainable weights"])
@@ -284,6 +287,8 @@ def fine_tune(
         epochs=epochs,
         device=learner.device,
         dev=dev,
+        sample_weight=sample_weight,
+        soft_labels=soft_labels,
         patience=patience,
         restore_best=restore_best,
         name=name,
