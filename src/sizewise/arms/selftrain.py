@@ -234,7 +234,8 @@ class SelfTrainArm(ArmType):
                 "Each self-trained arm's teacher labels the unlabelled pairs; the student trains on the gold pairs "
                 "plus the kept pseudo-labelled ones. Pseudo-label accuracy compares the kept labels (and all labels "
                 "of the pool) with the pool's gold labels, which are hidden from training. A self-trained arm's train "
-                "time and energy count labelling and the student's training; the verdict adds its teacher's."
+                "time and energy count labelling and the student's training; the verdict adds its teacher's. Over "
+                "seeds, each column is the mean; – where a seed kept no pair (or the pool has no gold labels)."
             ),
             Table(
                 ["arm", "method", "round", "pool", "kept", "pseudo-label acc (kept)", "acc (all)", "decided by vote"],
