@@ -310,3 +310,17 @@ def test_seed_spread_by_hand() -> None:
     assert sd == pytest.approx(math.sqrt(5 / 3))  # (2.25 + 0.25 + 0.25 + 2.25) / 3
     with pytest.raises(ValueError, match="at least one"):
         seed_spread([])
+
+
+def test_mean_fields_keep_whole_counts_whole() -> None:
+    from sizewise.seeds import _mean_fields
+
+    records = [
+        {"weights": [1.0, 0.5], "epochs": [4, 8], "train_seconds": [2.0, 3.0], "n": 3, "name": "a"},
+        {"weights": [1.0, 1.5], "epochs": [5, 8], "train_seconds": [4.0, 5.0], "n": 4, "name": "b"},
+        {"weights": [1.0, 1.0], "epochs": [7, 6], "train_seconds": [3.0, 4.0], "n": 4, "name": "c"},
+    ]
+    out = _mean_fields(records)
+    assert out["epochs"] == [5, 7] and all(isinstance(e, int) for e in out["epochs"])  # 5.33 -> 5, 7.33 -> 7
+    assert out["weights"] == [1.0, 1.0] and out["train_seconds"] == [3.0, 4.0]
+    assert out["n"] == 4 and out["name"] == "a"  # mean 3.67 rounds to 4; text from the first record

@@ -46,7 +46,10 @@ def _mean_fields(records: list[dict[str, Any]]) -> dict[str, Any]:
         elif isinstance(value, dict) and all(isinstance(v, dict) for v in values):
             out[key] = _mean_fields(values)  # type: ignore[arg-type]
         elif isinstance(value, list) and all(isinstance(v, list) and len(v) == len(value) for v in values):
-            if value and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+            if value and all(isinstance(x, int) and not isinstance(x, bool) for v in values for x in v):  # type: ignore[union-attr]
+                # whole counts (an ensemble member's epochs) stay whole, as single ints do
+                out[key] = [round(float(np.mean(col))) for col in zip(*values, strict=True)]  # type: ignore[call-overload]
+            elif value and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
                 out[key] = [float(np.mean(col)) for col in zip(*values, strict=True)]
             elif value and all(isinstance(x, dict) for v in values for x in v):  # type: ignore[union-attr]
                 out[key] = [_mean_fields(list(col)) for col in zip(*values, strict=True)]  # type: ignore[call-overload]
