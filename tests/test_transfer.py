@@ -212,3 +212,13 @@ def test_an_arm_trains_on_a_mixture_of_its_own(tmp_path: Path) -> None:
     raw["arms"][0]["data"]["mixture"] = {"sampling": "fixed", "weights": {"three": 1}}
     with pytest.raises(ConfigError, match="one weight per training set"):
         parse_study(raw)
+
+
+def test_a_transferred_or_self_trained_model_can_be_compressed_and_transferred_again(tmp_path: Path) -> None:
+    raw = _raw(tmp_path)
+    raw["arms"] += [
+        {"name": "tr-c", "compress": {"from": "tr", "steps": [{"transform": "quantize_int8"}]}},
+        {"name": "tr-tr", "transfer": {"from": "tr", "epochs": 1}},
+    ]
+    config = parse_study(raw)
+    assert [a.name for a in config.arms][-2:] == ["tr-c", "tr-tr"]

@@ -303,17 +303,19 @@ class StudyConfig(_Strict):
         sweep becomes one arm per setting)."""
         arms: list[ArmConfig] = []
         problems: list[str] = []
+        earlier: dict[str, str] = {}  # arm name -> the learner kind of its model
         for arm in self.arms:
             arm_type = arm.type_
-            earlier = {a.name: a.kind for a in arms}
             problems.extend(f"arm {arm.name}: {p}" for p in arm_type.check(arm.spec, earlier))
             made = arm_type.expand(arm.name, arm.description, arm.spec)
             if made == [(arm.name, arm.description, arm.spec)]:
                 arms.append(arm)
-                continue
-            for name, description, spec in made:
-                block = {"name": name, "description": description, arm.arm_type: spec, **arm.overrides}
-                arms.append(ArmConfig.model_validate(block))
+            else:
+                for name, description, spec in made:
+                    block = {"name": name, "description": description, arm.arm_type: spec, **arm.overrides}
+                    arms.append(ArmConfig.model_validate(block))
+            for a in arms[len(earlier) :]:
+                earlier[a.name] = a.type_.model_kind(a.spec, earlier)
         problems.extend(self._unit_problems(arms))
         if problems:
             raise ValueError("; ".join(problems))

@@ -130,6 +130,11 @@ class ArmType:
         """The kind of learner the arm's model is (``bilstm``, ``compressed``, ...)."""
         raise NotImplementedError
 
+    def model_kind(self, spec: Any, earlier: Mapping[str, str]) -> str:
+        """The learner kind of the arm's model, given the earlier arms' (name -> kind): by default its
+        :meth:`learner_kind`; an arm whose model is another arm's, trained further, has that arm's kind."""
+        return self.learner_kind(spec)
+
     def sources(self, spec: Any) -> list[str]:
         """The arms this arm needs finished first (its fingerprint includes theirs)."""
         return []

@@ -89,6 +89,10 @@ class SelfTrainArm(ArmType):
         """The student's kind (the teacher's when no student is named: resolved when the study is checked)."""
         return str(spec.student["kind"]) if spec.student else "selftrained"
 
+    def model_kind(self, spec: SelfTrainArmConfig, earlier: Mapping[str, str]) -> str:
+        """The student's kind: the one named, else the teacher's."""
+        return str(spec.student["kind"]) if spec.student else earlier.get(spec.teacher, "selftrained")
+
     def sources(self, spec: SelfTrainArmConfig) -> list[str]:
         """The teacher arm."""
         return [spec.teacher]

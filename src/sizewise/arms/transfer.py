@@ -115,6 +115,10 @@ class TransferArm(ArmType):
         """The source's kind is only known from its model: ``transferred``."""
         return "transferred"
 
+    def model_kind(self, spec: TransferArmConfig, earlier: Mapping[str, str]) -> str:
+        """The source's kind: the model is the source's, trained further."""
+        return earlier.get(spec.source, "transferred")
+
     def sources(self, spec: TransferArmConfig) -> list[str]:
         """The source arm."""
         return [spec.source]
@@ -124,7 +128,7 @@ class TransferArm(ArmType):
         if spec.source not in earlier:
             return [f"transfer.from {spec.source!r} is not the name of an earlier arm"]
         kind = earlier[spec.source]
-        if kind not in ("bilstm", "transformer", "transferred"):
+        if kind not in ("bilstm", "transformer"):
             return [f"transfer.from: arm {spec.source} is a {kind!r} model; transfer needs a bilstm or transformer"]
         return []
 
