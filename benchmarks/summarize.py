@@ -38,7 +38,15 @@ from sizewise.report.budgets import (
 )
 from sizewise.report.plots import plot_size_curves
 from sizewise.report.render import load_arm, load_results
-from sizewise.report.tables import compare_arms, fmt_count, fmt_number, fmt_p, fmt_seconds, paired_tests
+from sizewise.report.tables import (
+    compare_arms,
+    fmt_count,
+    fmt_number,
+    fmt_p,
+    fmt_seconds,
+    paired_difference,
+    paired_tests,
+)
 from sizewise.result import ArmResult
 
 
@@ -355,22 +363,30 @@ def summarize_budget(run_dir: Path, size: str) -> str:
         "params (trainable)",
         "seeds",
         "accuracy ± sd [95% CI]",
+        "vs the most accurate: Δ pts (p)",
         "train time",
         "train energy",
         "inference pairs/s",
         "latency p50",
     ]
+    best = max((m for _, m in points), key=lambda m: m.metrics.accuracy)
     rows = []
     for r, m in points:
         lo, hi = m.intervals.accuracy
-        sd = m.seeds.accuracy_sd if m.seeds else 0.0
+        sd = f" ± {m.seeds.accuracy_sd:.3f}" if m.seeds else ""
+        if m is best:
+            versus = "—"
+        else:
+            d = paired_difference(m, best)
+            versus = f"{100 * d['difference']:+.1f} (p {fmt_p(d['p_value'])})"
         c = m.cost
         rows.append(
             [
                 r.description,
                 f"{fmt_count(c.parameters_total)} ({fmt_count(c.parameters_trainable)})",
                 str(m.n_seeds),
-                f"{m.metrics.accuracy:.3f} ± {sd:.3f} [{lo:.3f}, {hi:.3f}]",
+                f"{m.metrics.accuracy:.3f}{sd} [{lo:.3f}, {hi:.3f}]",
+                versus,
                 fmt_seconds(c.train_seconds),
                 fmt_energy(c.train_energy_kwh) + ("" if c.train_measured in (None, True) else " (est.)"),
                 f"{c.inference_pairs_per_s:,.0f}",
@@ -384,7 +400,8 @@ def summarize_budget(run_dir: Path, size: str) -> str:
         *_markdown_table(header, rows),
         "",
         "Train time and energy: one training, mean over seeds; inference: pairs/s in one predict call, latency one "
-        "pair per call.",
+        "pair per call. Δ against the most accurate arm: paired two-level bootstrap over the seeds both arms share "
+        "and the test pairs (McNemar's test where they share one seed).",
         "",
         _machine([m for _, m in points]),
     ]

@@ -256,3 +256,18 @@ def test_study_check_counts_the_trainings(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     # majority and lstm: 2 seeds x 3 sizes each; lstm-c: one per seed on lstm's largest size
     assert "valid · 3 arms: majority, lstm, lstm-c · 14 trainings (seeds × sizes)" in proc.stdout
+
+
+def test_the_benchmark_summary_at_one_budget(curve_run: tuple[Any, Path]) -> None:
+    _, run = curve_run
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "summarize.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--budget", "k4", str(run)], capture_output=True, text=True, check=True
+    )
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and not line.startswith("| arm")]
+    assert {row.split(" | ")[0][2:] for row in rows} == {"majority", "BiLSTM"}
+    assert "vs the most accurate: Δ pts (p)" in done.stdout and "| — |" in done.stdout
+    lstm = load_arm(run / "lstm").curve[0].result  # type: ignore[index]
+    assert any(f"{lstm.metrics.accuracy:.3f} ± {lstm.seeds.accuracy_sd:.3f}" in row for row in rows)  # type: ignore[union-attr]
+    missing = subprocess.run([sys.executable, str(script), "--budget", "k99", str(run)], capture_output=True, text=True)
+    assert missing.returncode != 0 and "no arm was trained at size k99" in missing.stderr
