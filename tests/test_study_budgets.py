@@ -271,3 +271,16 @@ def test_the_benchmark_summary_at_one_budget(curve_run: tuple[Any, Path]) -> Non
     assert any(f"{lstm.metrics.accuracy:.3f} ± {lstm.seeds.accuracy_sd:.3f}" in row for row in rows)  # type: ignore[union-attr]
     missing = subprocess.run([sys.executable, str(script), "--budget", "k99", str(run)], capture_output=True, text=True)
     assert missing.returncode != 0 and "no arm was trained at size k99" in missing.stderr
+
+
+def test_a_crossing_sentence_says_where_a_shorter_curve_stops(curve_run: tuple[Any, Path]) -> None:
+    from sizewise.report.budgets import crossing_sentences
+
+    _, run = curve_run
+    lstm = load_arm(run / "lstm")
+    assert lstm.curve is not None and [p.size for p in lstm.curve] == ["k4", "n24", "all"]
+    short = lstm.model_copy(update={"curve": lstm.curve[:2], "description": "short", "arm": "short"})
+    (line,) = crossing_sentences([lstm, short])
+    assert line.endswith("(both were trained up to 24 pairs).")
+    (full,) = crossing_sentences([lstm, lstm.model_copy(update={"description": "same", "arm": "same"})])
+    assert "both were trained up to" not in full

@@ -138,8 +138,10 @@ def curve_cost_table(arms: list[ArmResult]) -> tuple[list[str], list[list[str]]]
 
 def crossing_sentences(arms: list[ArmResult], alpha: float = 0.05) -> list[str]:
     """For every two arms, where along the curve one is significantly ahead and where the order
-    changes (paired tests at each size both arms reached, on the seeds they share)."""
+    changes (paired tests at each size both arms reached, on the seeds they share); a pair that stops
+    short of the study's largest size says so."""
     lines = []
+    largest = max((pairs for _, _, pairs in _sizes(arms)), default=0)
     for a, b in itertools.combinations(arms, 2):
         sizes, diffs, ps = [], [], []
         for key, _, pairs in _sizes([a, b]):
@@ -151,7 +153,10 @@ def crossing_sentences(arms: list[ArmResult], alpha: float = 0.05) -> list[str]:
             diffs.append(d["difference"])
             ps.append(d["p_value"])
         if sizes:
-            lines.append(describe_pair(a.description, b.description, sizes, order_states(diffs, ps, alpha)))
+            line = describe_pair(a.description, b.description, sizes, order_states(diffs, ps, alpha))
+            if sizes[-1] < largest:
+                line = line[:-1] + f" (both were trained up to {sizes[-1]:,} pairs)."
+            lines.append(line)
     return lines
 
 
