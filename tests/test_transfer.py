@@ -222,3 +222,19 @@ def test_a_transferred_or_self_trained_model_can_be_compressed_and_transferred_a
     ]
     config = parse_study(raw)
     assert [a.name for a in config.arms][-2:] == ["tr-c", "tr-tr"]
+
+
+def test_fine_tuning_a_transformer_that_predicted_trains_its_adapter(tiny_bert: Path) -> None:
+    from sizewise.learners.training import fine_tune
+    from sizewise.learners.transformer.loading import adapter_is_merged
+
+    train = keyword_pairs(24, seed=0)
+    learner = create_learner({**TINY_TRANSFORMER, "epochs": 1}).fit(train)
+    learner.predict_proba(train)  # folds the adapter into the weights for prediction
+    assert adapter_is_merged(learner.network_)
+    lora = {n: p.detach().clone() for n, p in learner.network_.named_parameters() if "lora_" in n}
+    assert lora
+    fine_tune(learner, train, epochs=1, learning_rate=1e-2)
+    assert not adapter_is_merged(learner.network_)
+    moved = [n for n, p in learner.network_.named_parameters() if n in lora and not torch.equal(p.detach(), lora[n])]
+    assert moved  # the adapter's own weights trained

@@ -74,6 +74,10 @@ class NetworkLearner(BaseLearner):
         """The mixed-precision context of one forward pass on ``device`` (none by default)."""
         return contextlib.nullcontext()
 
+    def prepare_to_train(self) -> None:
+        """Make the fitted network ready to train further (:func:`~sizewise.learners.training.fine_tune`):
+        nothing by default; a transformer takes back an adapter it folded into its weights to predict."""
+
     def merge_adapter(self) -> dict[str, Any] | None:
         """Fold an adapter into the network's weights, so every weight can be changed by compression;
         returns the record of what was done, or None when there is no adapter (the default)."""

@@ -272,6 +272,7 @@ def fine_tune(
     own batch size unless given, its clipping and seed), early-stopping on ``dev`` if given; compression's
     recover step, transfer to a new task and a student that starts from its teacher all run here.
     ``after_step`` runs after every update; ``sample_weight`` and ``soft_labels`` as in :func:`train_epochs`."""
+    learner.prepare_to_train()
     params = [p for p in learner.network_.parameters() if p.requires_grad]
     if not params:
         raise ConfigError(name, [f"the {learner.kind} network has no trainable weights"])

@@ -235,6 +235,12 @@ class TransformerLearner(NetworkLearner):
         """The learning rate in effect (the per-mode default when the setting is None)."""
         return self.config.lr
 
+    def prepare_to_train(self) -> None:
+        """Unfold an adapter folded into the weights for prediction: its own weights train again."""
+        tuner = getattr(self.network_, "base_model", None)
+        if adapter_is_merged(self.network_) and hasattr(tuner, "unmerge_adapter"):
+            tuner.unmerge_adapter()
+
     def merge_adapter(self) -> dict[str, Any] | None:
         """Fold a LoRA / IA3 adapter into the weights (peft ``merge_and_unload``): the learner becomes a
         full fine-tune. Returns the record, or None for a full fine-tune."""
