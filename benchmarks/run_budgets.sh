@@ -2,7 +2,7 @@
 # The learning-curve, size-question and out-of-domain sections of BENCHMARKS.md: run the two studies
 # (every unit that is not finished yet; MPNet-base must be assembled first, see curve-snli.yaml), keep
 # their result files beside the benchmark (not the models), and write the tables and the figure.
-# RUN=0 skips the runs and only keeps and summarizes what runs/ holds (finished arms only).
+# RUN=0 skips the runs and only keeps and summarizes what runs/ holds (every finished unit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZEWISE="${SIZEWISE:-.venv/bin/sizewise}"
@@ -28,11 +28,13 @@ study = sys.argv[1]
 config = load_study(f"benchmarks/{study}.yaml")
 runs, kept = Path("runs") / study, Path("benchmarks/results") / study
 for arm in config.arms:
-    folders = [unit_folder(config, arm, unit, runs) for unit in config.units(arm)]
-    if not all(unit_is_done(config, arm, u, f) for u, f in zip(config.units(arm), folders)):
-        print(f"{study}: arm {arm.name} is not finished, left out")
-        continue
-    for folder in folders:
+    units = config.units(arm)
+    done = [(u, unit_folder(config, arm, u, runs)) for u in units]
+    done = [(u, f) for u, f in done if unit_is_done(config, arm, u, f)]
+    if len(done) < len(units):
+        missing = ", ".join(u.key for u in units if u not in {d for d, _ in done})
+        print(f"{study}: arm {arm.name} lacks {missing}; its finished units are kept")
+    for _, folder in done:
         target = kept / folder.relative_to(runs)
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy(folder / "result.json", target / "result.json")
