@@ -11,7 +11,7 @@ import torch
 
 from conftest import TINY_BILSTM, TINY_TRANSFORMER, keyword_pairs
 from sizewise.arms.lineage import cumulative_cost
-from sizewise.arms.transfer import adapt_head, head_layers
+from sizewise.arms.transfer import adapt_head
 from sizewise.config import parse_study
 from sizewise.data.labels import SCHEMES
 from sizewise.data.pairs import PairData
@@ -86,10 +86,10 @@ def test_transfer_collapses_the_head_and_trains_on_the_study(transfer_run: Path)
 
 def test_collapse_starts_from_the_entailment_row_and_the_rest() -> None:
     learner = create_learner(SOURCE).fit(keyword_pairs(60, seed=0))
-    ((_, _, old),) = head_layers(learner.network_, 3)
+    ((_, _, old),) = learner.head_layers()
     w, b = old.weight.detach().clone(), old.bias.detach().clone()
     assert adapt_head(learner, SCHEMES["binary"], "auto", seed=0) == "collapse"
-    ((_, _, new),) = head_layers(learner.network_, 2)
+    ((_, _, new),) = learner.head_layers()
     assert torch.equal(new.weight[0], w[0]) and torch.allclose(new.weight[1], (w[1] + w[2]) / 2)
     assert float(new.bias[1].detach()) == pytest.approx(float(torch.logsumexp(b[1:], 0)))
     assert learner.scheme_.name == "binary"

@@ -500,16 +500,19 @@ def run_study(
             )
     # Read (and so validate) all data before anything is written: bad input leaves no output folder.
     tests = load_test_sets(config, base) if todo else {}
-    by_data: dict[str, StudyData] = {}
-    for arm, unit in todo:
+    by_data: dict[str, StudyData] = {}  # arms with the same training data share it
+
+    def data_of(arm: ArmConfig) -> StudyData:
         key = arm.data.model_dump_json() if arm.data is not None else ""
         if key not in by_data:
             by_data[key] = load_study_data(config, base, arm, tests)
-        if arm.type_.uses_unlabelled:  # an unusable pool is refused before any arm trains
-            unit_pool(config, unit_data(config, by_data[key], unit), unit)
+        return by_data[key]
 
-    def data_of(arm: ArmConfig) -> StudyData:
-        return by_data[arm.data.model_dump_json() if arm.data is not None else ""]
+    for arm, unit in todo:
+        if arm.type_.uses_unlabelled:  # an unusable pool is refused before any arm trains
+            unit_pool(config, unit_data(config, data_of(arm), unit), unit)
+        else:
+            data_of(arm)
 
     if not is_main_process():
         # The other processes of a multi-process launch only help train; rank 0 scores and writes.

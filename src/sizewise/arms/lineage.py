@@ -28,10 +28,13 @@ def root_arm(result: ArmResult, by_arm: Mapping[str, ArmResult]) -> str:
     return arm
 
 
-def cumulative_cost(result: ArmResult, by_arm: Mapping[str, ArmResult], key: str) -> float | None:
+def cumulative_cost(
+    result: ArmResult, by_arm: Mapping[str, ArmResult], key: str, size: str | None = None
+) -> float | None:
     """A cost field (``train_seconds``, ``train_energy_kwh``, ...) of an arm plus that of every arm it
-    descends from: a compressed model costs its source's training and then the compression. None if
-    any of them lacks the field."""
+    descends from: a compressed model costs its source's training and then the compression. With
+    ``size`` (a learning-curve size key), each source counts its training at that size where it has
+    one. None if any of them lacks the field."""
     total, arm, seen = 0.0, result, set()
     while arm is not None and arm.arm not in seen:
         seen.add(arm.arm)
@@ -41,4 +44,6 @@ def cumulative_cost(result: ArmResult, by_arm: Mapping[str, ArmResult], key: str
         total += float(value)
         source = source_arm(arm)
         arm = by_arm.get(source) if source is not None else None
+        point = next((p for p in arm.curve or [] if p.size == size), None) if arm is not None and size else None
+        arm = point.result if point is not None else arm
     return total

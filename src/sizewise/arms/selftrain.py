@@ -100,7 +100,7 @@ class SelfTrainArm(ArmType):
     def check(self, spec: SelfTrainArmConfig, earlier: Mapping[str, str]) -> list[str]:
         """The teacher must be an earlier arm with a model that predicts (not the majority baseline)."""
         if spec.teacher not in earlier:
-            return [f"selftrain.teacher {spec.teacher!r} is not the name of an earlier arm"]
+            return super().check(spec, earlier)
         if earlier[spec.teacher] == "majority":
             return [f"selftrain.teacher: arm {spec.teacher} is the majority baseline, which labels every pair alike"]
         return []

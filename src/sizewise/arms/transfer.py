@@ -51,17 +51,6 @@ class TransferArmConfig(BaseModel):
     )
 
 
-def head_layers(network: nn.Module, num_labels: int) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """Every linear layer of ``network`` with ``num_labels`` outputs, as (parent, attribute, layer): the
-    classification head (under an adapter, both its saved copy and the original)."""
-    found = []
-    for parent in network.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, nn.Linear) and child.out_features == num_labels:
-                found.append((parent, name, child))
-    return found
-
-
 def adapt_head(learner: NetworkLearner, scheme: LabelScheme, mode: Head, seed: int) -> str:
     """Give ``learner``'s network a head for ``scheme``; returns what was done (``keep``, ``collapse``,
     ``new``). Its label scheme becomes ``scheme``."""
@@ -80,7 +69,7 @@ def adapt_head(learner: NetworkLearner, scheme: LabelScheme, mode: Head, seed: i
         return mode
     if mode == "collapse" and (old.name, scheme.name) != ("nli3", "binary"):
         raise ConfigError("transfer", [f"head collapse maps nli3 onto binary, not {old.name} onto {scheme.name}"])
-    layers = head_layers(learner.network_, old.num_labels)
+    layers = learner.head_layers()
     if not layers:
         raise ConfigError("transfer", [f"no layer with {old.num_labels} outputs found in the {learner.kind} network"])
     torch.manual_seed(seed)
@@ -126,7 +115,7 @@ class TransferArm(ArmType):
     def check(self, spec: TransferArmConfig, earlier: Mapping[str, str]) -> list[str]:
         """The source must be an earlier arm whose model is one torch network."""
         if spec.source not in earlier:
-            return [f"transfer.from {spec.source!r} is not the name of an earlier arm"]
+            return super().check(spec, earlier)
         kind = earlier[spec.source]
         if kind not in ("bilstm", "transformer"):
             return [f"transfer.from: arm {spec.source} is a {kind!r} model; transfer needs a bilstm or transformer"]

@@ -74,6 +74,17 @@ class NetworkLearner(BaseLearner):
         """The mixed-precision context of one forward pass on ``device`` (none by default)."""
         return contextlib.nullcontext()
 
+    def head_layers(self) -> list[tuple[nn.Module, str, nn.Linear]]:
+        """Every linear layer of the network with one output per label, as (parent, attribute, layer): the
+        classification head (under an adapter, both its trained copy and the original)."""
+        k = self.scheme_.num_labels
+        return [
+            (parent, name, child)
+            for parent in self.network_.modules()
+            for name, child in parent.named_children()
+            if isinstance(child, nn.Linear) and child.out_features == k
+        ]
+
     def prepare_to_train(self) -> None:
         """Make the fitted network ready to train further (:func:`~sizewise.learners.training.fine_tune`):
         nothing by default; a transformer takes back an adapter it folded into its weights to predict."""
@@ -150,7 +161,7 @@ class NetworkLearner(BaseLearner):
         encoded = self.encode(data)
         network, device = self.network_, self.device
         was_training = network.training
-        heads = [m for m in network.modules() if isinstance(m, nn.Linear) and m.out_features == self.scheme_.num_labels]
+        heads = [layer for _, _, layer in self.head_layers()]
         seen: list[torch.Tensor] = []
         hooks = (
             [h.register_forward_pre_hook(lambda _m, args: seen.append(args[0])) for h in heads] if embeddings else []

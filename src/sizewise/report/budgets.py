@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sizewise.arms.lineage import source_arm
+from sizewise.arms.lineage import cumulative_cost
 from sizewise.cost.energy import fmt_energy
 from sizewise.evaluation.curves import cheapest_not_worse, describe_pair, order_states
 from sizewise.report.document import Block, Bullets, Heading, Image, Paragraph, Table
@@ -76,21 +76,6 @@ def _sizes(arms: list[ArmResult]) -> list[tuple[str, str, int]]:
 
 def _point(result: ArmResult, size: str) -> CurvePoint | None:
     return next((p for p in result.curve or [] if p.size == size), None)
-
-
-def _training_cost(arm: ArmResult, at: ArmResult, size: str, by_arm: dict[str, ArmResult], field: str) -> float:
-    """The cost ``field`` of ``arm``'s training at ``size`` (its result there is ``at``) plus that of
-    every arm it was made from at the same size (a self-trained arm's teacher), or at their own result
-    where they have no such size."""
-    total, seen = float(getattr(at.cost, field) or 0.0), {arm.arm}
-    source = source_arm(at)
-    while source is not None and source in by_arm and source not in seen:
-        seen.add(source)
-        point = _point(by_arm[source], size)
-        there = point.result if point is not None else by_arm[source]
-        total += float(getattr(there.cost, field) or 0.0)
-        source = source_arm(there)
-    return total
 
 
 def _size_header(label: str, pairs: int) -> str:
@@ -176,7 +161,8 @@ def budget_verdict(arms: list[ArmResult], alpha: float = 0.05) -> list[str]:
         candidates = []
         for r, m in present:
             p_value = None if m is best else paired_difference(m, best)["p_value"]
-            candidates.append((r.description, m.metrics.accuracy, _training_cost(r, m, key, by_arm, field), p_value))
+            cost = cumulative_cost(m, by_arm, field, size=key) or 0.0
+            candidates.append((r.description, m.metrics.accuracy, cost, p_value))
         pick = cheapest_not_worse(candidates, alpha)
         size = _size_header(label, pairs)
         text = f"At {size}: {best_arm.description} is the most accurate ({best.metrics.accuracy:.3f})"
