@@ -55,9 +55,27 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return tasks_seen
 
 
-def test_bagging_members_get_their_own_bootstrap_and_seed(seen: list[Any], train: Any) -> None:
-    _ensemble().fit(train)
+@pytest.fixture
+def bagged(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every bagged member task the ensemble draws (for any executor), in order."""
+    tasks_seen: list[Any] = []
+    original = ensemble_module.EnsembleLearner._bagging_tasks
+
+    def spy(self: Any, n: int) -> Any:
+        tasks = original(self, n)
+        tasks_seen.extend(tasks)
+        return tasks
+
+    monkeypatch.setattr(ensemble_module.EnsembleLearner, "_bagging_tasks", spy)
+    return tasks_seen
+
+
+@pytest.mark.parametrize("executor", ["local", "batched"])
+def test_bagging_members_get_their_own_bootstrap_and_seed(bagged: list[Any], train: Any, executor: str) -> None:
+    ens = _ensemble(executor=executor).fit(train)
+    seen = bagged
     seeds = member_seeds(7, 3)
+    assert [m.config.seed for m in ens.learners_] == seeds
     assert [t.spec["seed"] for t in seen] == seeds
     for task, seed in zip(seen, seeds):
         np.testing.assert_array_equal(task.indices, bootstrap_indices(len(train), np.random.default_rng(seed)))
@@ -74,7 +92,7 @@ def test_bagging_is_deterministic(train: Any, test_data: Any) -> None:
 
 
 def test_worker_processes_match_in_process_training(train: Any, test_data: Any) -> None:
-    local = _ensemble(n_learners=2).fit(train)
+    local = _ensemble(n_learners=2, executor="local").fit(train)
     pooled = _ensemble(n_learners=2, workers=2).fit(train)
     # Same seeds, samples and thread count (1 per worker, 1 here via conftest): bit-identical on this
     # machine; the tolerance only leaves room for a BLAS that picks kernels per process.
@@ -226,7 +244,7 @@ def test_progress_bars_nest_on_a_terminal(monkeypatch: pytest.MonkeyPatch, train
 def test_bagging_on_ray_matches_local(train: Any, test_data: Any) -> None:
     """executor: ray trains the same members as the local executor (needs `pip install sizewise[ray]`)."""
     ray = pytest.importorskip("ray")
-    local = _ensemble(n_learners=2).fit(train)
+    local = _ensemble(n_learners=2, executor="local").fit(train)
     try:
         on_ray = _ensemble(n_learners=2, executor="ray").fit(train)
     finally:

@@ -218,6 +218,9 @@ class Members(_Section):
     accuracy: list[float] = Field(description="Test accuracy of each member alone.")
     train_seconds: list[float] | None = _omitted("Training time of each member (absent for a loaded ensemble).")
     epochs: list[int] | None = _omitted("Epochs each member trained.")
+    executor: str | None = _omitted(
+        "Where the members trained: batched (one stacked network), local, local (N processes) or ray."
+    )
 
 
 class Recipe(_Section):

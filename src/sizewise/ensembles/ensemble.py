@@ -38,6 +38,7 @@ from sizewise.learners.base import (
     CompositeLearner,
     LearnerConfig,
     check_is_fitted,
+    check_scheme,
     check_training_data,
     learner_spec_problems,
     load_learner,
@@ -74,8 +75,22 @@ class EnsembleConfig(LearnerConfig):
         "Default: out_of_sample for resample, train for reweight.",
     )
     seed: int = Field(0, description="Seed from which every member's data sample and own seed are derived.")
-    workers: int = Field(1, ge=1, description="Local processes training bagged members in parallel.")
-    executor: Literal["local", "ray"] = Field("local", description="Train members locally or on a Ray cluster.")
+    workers: int = Field(1, ge=1, description="Local processes training bagged members in parallel (executor local).")
+    executor: Literal["auto", "batched", "local", "ray"] = Field(
+        "auto",
+        description="Where members train: batched = all bagged bilstm members in one stacked network in this "
+        "process; local = one by one, or on `workers` processes; ray = on a Ray cluster. auto = batched for "
+        "bagged bilstm members when workers is 1, else local.",
+    )
+    batch_order: Literal["independent", "aligned"] = Field(
+        "independent",
+        description="Executor batched: each member's batches in its own random order (as when trained alone), or "
+        "aligned: the same batches, ordered so every member runs a batch of the same length rank at each step "
+        "(less padding, faster; the members' orders are then tied by length).",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="Executor batched: bf16 runs the forward pass under bfloat16 autocast (weights stay fp32)."
+    )
     ray_address: str | None = Field(None, description="Ray cluster address (None: start or join a local one).")
     epoch_curve: bool = Field(
         False, description="Record every member's predictions after each epoch (for the epoch × size curve)."
@@ -96,6 +111,16 @@ class EnsembleConfig(LearnerConfig):
             raise ValueError(
                 "boosting_error: out_of_sample needs boosting_mode: resample (reweighting trains on every pair)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _batched_fits(self) -> EnsembleConfig:
+        if self.executor == "batched":
+            kind = self.base.get("kind") if isinstance(self.base, dict) else None
+            if kind != "bilstm":
+                raise ValueError(f"executor: batched trains bilstm members in one network; base kind is {kind!r}")
+            if self.method != "bagging":
+                raise ValueError("executor: batched trains bagged members together; boosting trains one per round")
         return self
 
     @model_validator(mode="after")
@@ -143,16 +168,31 @@ class EnsembleLearner(CompositeLearner):
         self.config = EnsembleConfig(**settings)
 
     # -- training ---------------------------------------------------------------------------
+    @property
+    def executor(self) -> str:
+        """Where ``fit`` trains the members: ``batched``, ``local`` or ``ray`` (``auto`` resolved)."""
+        cfg = self.config
+        if cfg.executor != "auto":
+            return cfg.executor
+        batched = cfg.method == "bagging" and cfg.base.get("kind") == "bilstm" and cfg.workers == 1
+        return "batched" if batched else "local"
+
     def fit(self, train: PairData, dev: PairData | None = None, *, monitor: PairData | None = None) -> EnsembleLearner:
         """Train all members. ``monitor`` (with ``epoch_curve``) is scored after each member epoch."""
         check_training_data(train, "ensemble")
         self.scheme_ = train.scheme
-        shared = SharedData(train, dev, monitor if self.config.epoch_curve else None)
+        monitor = monitor if self.config.epoch_curve else None
+        self.executor_ = self.executor
+        if self.executor_ == "batched":
+            return self._fit_batched(train, dev, monitor)
+        shared = SharedData(train, dev, monitor)
         if self.config.method == "bagging":
             results = self._fit_bagging(shared)
             weights = np.ones(len(results))
         else:
             results, weights = self._fit_boosting(shared)
+        if self.executor_ == "local" and self.config.workers > 1 and self.config.method == "bagging":
+            self.executor_ = f"local ({self.config.workers} processes)"
         self.learners_ = [self._load_member(r) for r in results]
         self.weights_ = np.asarray(weights, dtype=np.float64)
         self.member_histories_ = [r.history for r in results]
@@ -160,14 +200,43 @@ class EnsembleLearner(CompositeLearner):
         self.monitor_probas_ = [r.monitor_probas for r in results]
         return self
 
-    def _fit_bagging(self, shared: SharedData) -> list[MemberResult]:
-        cfg, n = self.config, len(shared.train)
+    def _bagging_tasks(self, n: int) -> list[MemberTask]:
+        """Each bagged member's spec (its own seed) and rows, drawn from its seed: the same for every executor."""
+        cfg = self.config
         tasks = []
         for i, seed in enumerate(member_seeds(cfg.seed, cfg.n_learners)):
             rng = np.random.default_rng(seed)
             idx = bootstrap_indices(n, rng) if cfg.sample == "bootstrap" else fraction_indices(n, cfg.fraction, rng)
             tasks.append(MemberTask(index=i, spec=spec_with_seed(cfg.base, seed, override=True), indices=idx))
+        return tasks
+
+    def _fit_bagging(self, shared: SharedData) -> list[MemberResult]:
+        cfg = self.config
+        tasks = self._bagging_tasks(len(shared.train))
         return run_member_tasks(tasks, shared, workers=cfg.workers, executor=cfg.executor, ray_address=cfg.ray_address)
+
+    def _fit_batched(self, train: PairData, dev: PairData | None, monitor: PairData | None) -> EnsembleLearner:
+        from sizewise.ensembles.batched import train_stacked
+
+        cfg = self.config
+        tasks = self._bagging_tasks(len(train))
+        run = train_stacked(
+            [t.spec for t in tasks],
+            train,
+            [t.indices for t in tasks],  # type: ignore[misc]
+            dev,
+            monitor=monitor,
+            seed=cfg.seed,
+            precision=cfg.precision,
+            batch_order=cfg.batch_order,
+        )
+        self.learners_ = run.members
+        self.weights_ = np.ones(len(run.members))
+        self.member_histories_ = run.histories
+        # The members trained together: each is given an equal share of the run's time.
+        self.member_seconds_ = [run.seconds / len(run.members)] * len(run.members)
+        self.monitor_probas_ = run.monitor_probas
+        return self
 
     def _fit_boosting(self, shared: SharedData) -> tuple[list[MemberResult], list[float]]:
         cfg, train = self.config, shared.train
@@ -181,7 +250,8 @@ class EnsembleLearner(CompositeLearner):
                 task = MemberTask(i, spec, indices=weighted_resample_indices(w, rng))
             else:
                 task = MemberTask(i, spec, sample_weight=w * n)
-            (res,) = run_member_tasks([task], shared, workers=1, executor=cfg.executor, ray_address=cfg.ray_address)
+            executor = "ray" if cfg.executor == "ray" else "local"
+            (res,) = run_member_tasks([task], shared, workers=1, executor=executor, ray_address=cfg.ray_address)
             wrong = self._load_member(res).predict_proba(train).argmax(1) != train.labels
             scored = np.ones(n, dtype=bool)
             if cfg.boosting_error == "out_of_sample":
@@ -221,8 +291,14 @@ class EnsembleLearner(CompositeLearner):
 
     # -- prediction -------------------------------------------------------------------------
     def member_probas(self, data: PairData) -> np.ndarray:
-        """Every member's probabilities on ``data``: ``[n_members, len(data), num_labels]``."""
+        """Every member's probabilities on ``data``: ``[n_members, len(data), num_labels]``; BiLSTM members
+        of the same sizes predict together, in one stacked network."""
+        from sizewise.ensembles.batched import predict_members, stackable
+
         check_is_fitted(self)
+        if len(self.learners_) > 1 and stackable(self.learners_):
+            check_scheme(self.scheme_, data)
+            return predict_members(self.learners_, data)
         return np.stack([m.predict_proba(data) for m in self.learners_])
 
     def combine(self, member_probas: np.ndarray, k: int | None = None) -> np.ndarray:
@@ -297,6 +373,7 @@ class EnsembleLearner(CompositeLearner):
         if hasattr(self, "member_seconds_"):  # set by fit; a loaded (e.g. compressed) ensemble has none
             members["train_seconds"] = [round(s, 2) for s in self.member_seconds_]
             members["epochs"] = [len(h) for h in self.member_histories_]
+            members["executor"] = self.executor_
         sections = {
             "curves": curves,
             "diversity": {

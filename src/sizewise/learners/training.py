@@ -82,6 +82,11 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Te
     return (F.cross_entropy(logits, targets, reduction="none") * weights).sum() / weights.sum()
 
 
+def at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` in float32 when they came out of a half-precision pass; float32 and float64 unchanged."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
 @dataclass(frozen=True)
 class Batch:
     """One training batch: its pairs' network inputs, labels and loss weights (None: unweighted) on the
@@ -123,7 +128,7 @@ def gradient_step(
     sets the pruned weights back to zero there)."""
 
     def step(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        out = logits(batch.inputs).float()
+        out = at_least_float32(logits(batch.inputs))
         loss = cross_entropy(out, batch.targets, batch.weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
