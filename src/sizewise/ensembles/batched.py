@@ -62,10 +62,23 @@ class StackedBiLSTM(nn.Module):
         self.dropout = cfg.dropout
         template = BiLSTMNet(1, num_labels, cfg).state_dict()  # the names and shapes of one member
         self.names = list(template)
+        self._touched: list[torch.Tensor] = []  # embedding rows read since zero_grad
         self.weights = nn.ParameterDict()
         for name, tensor in template.items():
             shape = (vocab_size, *tensor.shape[1:]) if name == "embedding.weight" else tuple(tensor.shape)
             self.weights[_key(name)] = nn.Parameter(torch.zeros(members, *shape, dtype=tensor.dtype))
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients; the embedding tables' gradient is kept as one buffer whose rows read
+        since the last call are set back to zero (a fresh table-sized zero gradient every step would cost
+        more than the step's words)."""
+        table = self.weight("embedding.weight")
+        if table.grad is not None and self._touched:
+            table.grad.view(-1, table.shape[2]).index_fill_(0, torch.cat(self._touched), 0.0)
+        self._touched.clear()
+        for name, p in self.weights.items():
+            if name != _key("embedding.weight"):
+                p.grad = None
 
     # -- members in and out -----------------------------------------------------------------
     @classmethod
@@ -116,9 +129,14 @@ class StackedBiLSTM(nn.Module):
         reverse_step = torch.where(valid, row_length - 1 - step_of, step_of)
         reverse = starts.to(device)[reverse_step] + row_of  # [M, P], a permutation within each member
         v, e = self.vocab_size, self.embedding_dim
-        table = self.weight("embedding.weight").reshape(m * v, e)
         words = ids[:, row_of, step_of] + (torch.arange(m, device=device) * v).unsqueeze(1)
-        x = self._dropout(F.embedding(words, table))  # [M, P, E]
+        table = self.weight("embedding.weight")
+        if table.requires_grad and torch.is_grad_enabled():
+            self._touched.append(words.reshape(-1))
+            x = _RowLookup.apply(table, words.reshape(-1))
+        else:
+            x = table.reshape(m * v, e).index_select(0, words.reshape(-1))
+        x = self._dropout(x.view(m, -1, e))  # [M, P, E]
         sizes = rows.tolist()
         for layer in range(self.num_layers):
             out = self._layer(x, reverse, sizes, layer)  # [2, M, P, H]: forward; reverse in reverse order
@@ -176,9 +194,35 @@ class StackedBiLSTM(nn.Module):
         return torch.cat(outs, dim=1).view(2, m, -1, h)
 
 
+class _RowLookup(torch.autograd.Function):
+    """Rows ``rows`` of the stacked embedding tables ``[M, V, E]`` (flat row indices); the backward adds
+    into the tables' persistent gradient buffer (see :meth:`StackedBiLSTM.zero_grad`) instead of
+    returning a table-sized gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.table = table
+        ctx.save_for_backward(rows)
+        return table.reshape(-1, table.shape[2]).index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None]:
+        (rows,) = ctx.saved_tensors
+        table = ctx.table
+        if table.grad is None:
+            table.grad = torch.zeros_like(table)
+        table.grad.view(-1, table.shape[2]).index_add_(0, rows, grad.to(table.grad.dtype))
+        return None, None
+
+
 class StackedAdam:
     """Adam (as ``torch.optim.Adam``, no amsgrad) over stacked parameters, one state per member: a step
-    updates only the members marked active, and each member counts its own steps."""
+    updates only the members marked active, and each member counts its own steps.
+
+    While every active member is at the same step (bagging: always, until a member stops early), the
+    step is torch's fused Adam kernel over the whole stack (one pass over each tensor), with the
+    inactive members' slices put back afterwards; otherwise each member's own step count is applied
+    element-wise."""
 
     def __init__(
         self, params: Sequence[nn.Parameter], members: int, lr: float, weight_decay: float = 0.0,
@@ -186,25 +230,49 @@ class StackedAdam:
     ) -> None:  # fmt: skip
         self.params, self.lr, self.weight_decay, self.betas, self.eps = list(params), lr, weight_decay, betas, eps
         self.steps = torch.zeros(members, dtype=torch.float64)
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.fused_steps = 0  # steps the fused optimizer has taken (its bias correction)
+        self.optimizer = torch.optim.Adam(
+            self.params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=True
+        )
+
+    def _state(self, p: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor]:
+        state = self.optimizer.state[p]
+        if not state:
+            state["step"] = torch.tensor(float(self.fused_steps), dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state["exp_avg"], state["exp_avg_sq"]
 
     @torch.no_grad()
     def step(self, active: torch.Tensor) -> None:
         """One update of the members where ``active`` ``[M]`` is true."""
-        beta1, beta2 = self.betas
         active = active.cpu()
-        self.steps += active.to(self.steps.dtype)
-        if bool(active.all()) and bool((self.steps == self.steps[0]).all()):
-            self._step_all(int(self.steps[0]))
+        if not bool(active.any()):
             return
-        steps = self.steps.clamp(min=1)
-        device = self.params[0].device
+        live = [p for p in self.params if p.grad is not None]
+        if bool((self.steps[active] == self.fused_steps).all()):
+            idle = torch.nonzero(~active).flatten()
+            kept = [(p, *self._state(p)) for p in live]
+            saved = [(t, t[idle].clone()) for group in kept for t in group] if len(idle) else []
+            for p in live:
+                self.optimizer.state[p]["step"].fill_(float(self.fused_steps))
+            self.optimizer.step()
+            self.fused_steps += 1
+            for tensor, values in saved:
+                tensor[idle] = values
+        else:
+            self._step_each(live, active)
+        self.steps += active.to(self.steps.dtype)
+
+    def _step_each(self, live: list[nn.Parameter], active: torch.Tensor) -> None:
+        # Members at different step counts: Adam element-wise with each member's own bias correction.
+        beta1, beta2 = self.betas
+        steps = self.steps + 1
+        device = live[0].device
         step_size = (self.lr / (1 - beta1**steps)).to(device)
         correction2_sqrt = ((1 - beta2**steps) ** 0.5).to(device)
-        for p, m1, m2 in zip(self.params, self.exp_avg, self.exp_avg_sq):
-            if p.grad is None:
-                continue
+        for p in live:
+            m1, m2 = self._state(p)
             shape = (-1,) + (1,) * (p.dim() - 1)
             keep = active.to(device).view(shape)
             grad = p.grad if not self.weight_decay else p.grad.add(p, alpha=self.weight_decay)
@@ -215,23 +283,6 @@ class StackedAdam:
             m1.copy_(torch.where(keep, new_m1, m1))
             m2.copy_(torch.where(keep, new_m2, m2))
             p.copy_(torch.where(keep, new_p, p))
-
-    def _step_all(self, step: int) -> None:
-        # Every member active and at the same step: in place, as torch.optim.Adam computes it.
-        beta1, beta2 = self.betas
-        step_size = self.lr / (1 - beta1**step)
-        correction2_sqrt = (1 - beta2**step) ** 0.5
-        for p, m1, m2 in zip(self.params, self.exp_avg, self.exp_avg_sq):
-            if p.grad is None:
-                continue
-            grad = p.grad if not self.weight_decay else p.grad.add(p, alpha=self.weight_decay)
-            m1.lerp_(grad, 1 - beta1)
-            m2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            p.addcdiv_(m1, (m2.sqrt() / correction2_sqrt).add_(self.eps), value=-step_size)
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
 
 
 def clip_member_gradients(params: Sequence[nn.Parameter], max_norm: float) -> torch.Tensor:
@@ -432,12 +483,12 @@ def train_stacked(
                         target[m, : len(r)] = labels[r]
                         weight[m, : len(r)] = 1.0
                 target, weight = target.to(device), weight.to(device)
+                network.zero_grad()  # before the forward pass, which notes the embedding rows it reads
                 with autocast:
                     logits = network(ids, lengths)
                 logits = at_least_float32(logits)
                 per_pair = F.cross_entropy(logits.reshape(-1, logits.shape[2]), target.view(-1), reduction="none")
                 per_member = (per_pair.view(members, size) * weight).sum(1) / weight.sum(1).clamp(min=1.0)
-                optimizer.zero_grad()
                 per_member.sum().backward()
                 embedding = network.weight("embedding.weight")
                 if embedding.grad is not None:
