@@ -227,12 +227,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     ap.add_argument("--out", type=Path, default=Path("runs/ensemble-speed"))
+    ap.add_argument("--table", type=Path, help="Only print the table of a kept ensemble_speed.json.")
+    ap.add_argument("--write", type=Path, help="Also replace the ensemble-speed block of this Markdown file.")
     ap.add_argument("--child", choices=WAYS, help=argparse.SUPPRESS)
     ap.add_argument("--settings", help=argparse.SUPPRESS)
     ap.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         _child(args.child, json.loads(args.settings), args.child_out)
+        return
+    if args.table:
+        _show(json.loads(args.table.read_text(encoding="utf-8")), args.write)
         return
     s = {
         "train_size": args.train_size,
@@ -251,6 +256,7 @@ def main() -> None:
     n = min(args.train_size, 31_639)
     train_flops = 3 * member_flops_per_pair(BiLSTMConfig(), words, SCHEMES["nli3"].num_labels)
     peak = matmul_peak(args.threads)
+    machine = environment()  # before the runs: the commit they run
     runs = []
     for r in range(args.rounds):
         ways = args.ways[r % len(args.ways) :] + args.ways[: r % len(args.ways)]
@@ -265,11 +271,20 @@ def main() -> None:
     report = {
         "settings": {**s, "words_per_pair": words, "train_gflop_per_member_pair": train_flops / 1e9},
         "matmul_peak_gflops": peak,
-        "environment": environment(),
+        "environment": machine,
         "runs": runs,
     }
     (args.out / "ensemble_speed.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    print(table(report))
+    _show(report, args.write)
+
+
+def _show(report: dict[str, Any], write: Path | None) -> None:
+    text = table(report)
+    print(text)
+    if write:
+        from summarize import _write_block  # benchmarks/summarize.py, beside this script
+
+        _write_block(write, "ensemble-speed", text)
 
 
 def table(report: dict[str, Any]) -> str:
@@ -277,6 +292,7 @@ def table(report: dict[str, Any]) -> str:
     import statistics
 
     runs = report["runs"]
+    env = report.get("environment", {})
     ways = list(dict.fromkeys(r["way"] for r in runs))
 
     def med(way: str, key: str) -> float:
@@ -308,7 +324,11 @@ def table(report: dict[str, Any]) -> str:
     lines.append(
         f"Matrix-product peak (float32, 2048², {report['settings']['threads']} threads): "
         f"{report['matmul_peak_gflops']:.0f} GFLOP/s; {report['settings']['words_per_pair']:.1f} words a pair, "
-        f"{1000 * report['settings']['train_gflop_per_member_pair']:.1f} MFLOP per member-pair trained."
+        f"{1000 * report['settings']['train_gflop_per_member_pair']:.1f} MFLOP per member-pair trained. "
+        f"{report['settings']['members']} members, {report['settings']['train_size']:,} SNLI train pairs, "
+        f"{report['settings']['epochs']} epochs, test accuracy on "
+        f"{'all SNLI test pairs' if not report['settings']['test_size'] else report['settings']['test_size']}; "
+        f"{env.get('cpu', '?')}, torch {env.get('torch', '?')}, sizewise {env.get('git_commit', '?')}."
     )
     return "\n".join(lines)
 

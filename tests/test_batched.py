@@ -276,3 +276,15 @@ def test_flops_per_pair_by_hand() -> None:
     # 10 words, 2 directions, 2 FLOPs per multiply-add, 4·1·2 + 4·1·1 = 12 per word and direction;
     # MLP 8·1·3 + 3·3 = 33 multiply-adds.
     assert member_flops_per_pair(cfg, 10, 3) == 10 * 2 * 2 * 12 + 2 * 33
+
+
+def test_batched_members_split_over_worker_processes() -> None:
+    # workers: 2 with executor batched: two processes, each training its share of the members in one
+    # stacked network; every member is the same as in a one-process batched run up to dropout (off here).
+    train, test = keyword_pairs(48, seed=0), keyword_pairs(30, seed=1)
+    base = {**BASE, "dropout": 0.0}
+    split = _ensemble(executor="batched", workers=2, base=base).fit(train)
+    whole = _ensemble(executor="batched", base=base).fit(train)
+    assert split.executor_ == "batched (2 processes)" and whole.executor_ == "batched"
+    assert [m.config.seed for m in split.learners_] == member_seeds(7, 3)
+    np.testing.assert_allclose(split.member_probas(test), whole.member_probas(test), rtol=0, atol=1e-4)

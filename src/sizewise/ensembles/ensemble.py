@@ -30,7 +30,15 @@ from pydantic import Field, field_validator, model_validator
 from sizewise.data.pairs import PairData
 from sizewise.data.sampling import bootstrap_indices, fraction_indices, weighted_resample_indices
 from sizewise.ensembles.aggregate import AGGREGATORS, diversity_decomposition, get_aggregator
-from sizewise.ensembles.executors import MemberResult, MemberTask, SharedData, materialize, run_member_tasks
+from sizewise.ensembles.executors import (
+    MemberGroup,
+    MemberResult,
+    MemberTask,
+    SharedData,
+    materialize,
+    run_member_groups,
+    run_member_tasks,
+)
 from sizewise.errors import ModelError
 from sizewise.files import atomic_directory, atomic_write_json
 from sizewise.learners.base import (
@@ -79,8 +87,9 @@ class EnsembleConfig(LearnerConfig):
     executor: Literal["auto", "batched", "local", "ray"] = Field(
         "auto",
         description="Where members train: batched = all bagged bilstm members in one stacked network in this "
-        "process; local = one by one, or on `workers` processes; ray = on a Ray cluster. auto = batched for "
-        "bagged bilstm members when workers is 1, else local.",
+        "process (with workers > 1: split over that many processes, one stacked network each); local = one by "
+        "one, or on `workers` processes; ray = on a Ray cluster. auto = batched for bagged bilstm members when "
+        "workers is 1, else local.",
     )
     batch_order: Literal["independent", "aligned"] = Field(
         "independent",
@@ -220,22 +229,36 @@ class EnsembleLearner(CompositeLearner):
 
         cfg = self.config
         tasks = self._bagging_tasks(len(train))
-        run = train_stacked(
-            [t.spec for t in tasks],
-            train,
-            [t.indices for t in tasks],  # type: ignore[misc]
-            dev,
-            monitor=monitor,
-            seed=cfg.seed,
-            precision=cfg.precision,
-            batch_order=cfg.batch_order,
-        )
-        self.learners_ = run.members
-        self.weights_ = np.ones(len(run.members))
-        self.member_histories_ = run.histories
-        # The members trained together: each is given an equal share of the run's time.
-        self.member_seconds_ = [run.seconds / len(run.members)] * len(run.members)
-        self.monitor_probas_ = run.monitor_probas
+        settings = {"precision": cfg.precision, "batch_order": cfg.batch_order}
+        workers = min(cfg.workers, len(tasks))
+        if workers > 1:
+            # The members split over worker processes, each group in one stacked network.
+            groups = [
+                MemberGroup(g, [tasks[i] for i in part], {**settings, "seed": cfg.seed * 1_000 + g})
+                for g, part in enumerate(np.array_split(np.arange(len(tasks)), workers))
+            ]
+            results = run_member_groups(groups, SharedData(train, dev, monitor), workers=workers)
+            self.learners_ = [self._load_member(r) for r in results]
+            self.member_histories_ = [r.history for r in results]
+            self.member_seconds_ = [r.seconds for r in results]
+            self.monitor_probas_ = [r.monitor_probas for r in results]
+            self.executor_ = f"batched ({workers} processes)"
+        else:
+            run = train_stacked(
+                [t.spec for t in tasks],
+                train,
+                [t.indices for t in tasks],  # type: ignore[misc]
+                dev,
+                monitor=monitor,
+                seed=cfg.seed,
+                **settings,
+            )
+            self.learners_ = run.members
+            self.member_histories_ = run.histories
+            # The members trained together: each is given an equal share of the run's time.
+            self.member_seconds_ = [run.seconds / len(run.members)] * len(run.members)
+            self.monitor_probas_ = run.monitor_probas
+        self.weights_ = np.ones(len(self.learners_))
         return self
 
     def _fit_boosting(self, shared: SharedData) -> tuple[list[MemberResult], list[float]]:

@@ -57,6 +57,16 @@ class SharedData:
     monitor: PairData | None = None
 
 
+@dataclass
+class MemberGroup:
+    """Members trained together in one stacked network (executor batched, its members split over
+    worker processes); ``settings`` are :func:`~sizewise.ensembles.batched.train_stacked`'s keywords."""
+
+    index: int
+    tasks: list[MemberTask]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
 def train_member(shared: SharedData, task: MemberTask) -> MemberResult:
     """Train one member and return it as files; runs in whichever process the executor picks."""
     start = time.perf_counter()
@@ -68,13 +78,32 @@ def train_member(shared: SharedData, task: MemberTask) -> MemberResult:
     if task.sample_weight is not None:
         kwargs["sample_weight"] = task.sample_weight
     learner.fit(train, shared.dev, **kwargs)
-    seconds = time.perf_counter() - start
+    return _as_result(task.index, learner, time.perf_counter() - start)
+
+
+def train_member_group(shared: SharedData, group: MemberGroup) -> list[MemberResult]:
+    """Train a group's members together in one stacked network; each member's time is an equal share."""
+    from sizewise.ensembles.batched import train_stacked
+
+    run = train_stacked(
+        [t.spec for t in group.tasks],
+        shared.train,
+        [t.indices for t in group.tasks],  # type: ignore[misc]
+        shared.dev,
+        monitor=shared.monitor,
+        **group.settings,
+    )
+    share = run.seconds / len(run.members)
+    return [_as_result(t.index, member, share) for t, member in zip(group.tasks, run.members)]
+
+
+def _as_result(index: int, learner: Any, seconds: float) -> MemberResult:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "member"
         learner.save(folder)
         files = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     return MemberResult(
-        index=task.index,
+        index=index,
         files=files,
         monitor_probas=list(getattr(learner, "monitor_probas_", [])),
         history=list(getattr(learner, "history_", [])),
@@ -103,9 +132,17 @@ def _init_worker(shared: SharedData, threads: int) -> None:
     _WORKER_SHARED = shared
 
 
-def _run_in_worker(task: MemberTask) -> MemberResult:
+def _run_in_worker(task: MemberTask | MemberGroup) -> list[MemberResult]:
     assert _WORKER_SHARED is not None
-    return train_member(_WORKER_SHARED, task)
+    if isinstance(task, MemberGroup):
+        return train_member_group(_WORKER_SHARED, task)
+    return [train_member(_WORKER_SHARED, task)]
+
+
+def run_member_groups(groups: Sequence[MemberGroup], shared: SharedData, *, workers: int) -> list[MemberResult]:
+    """Train every group (its members in one stacked network) on ``workers`` local processes, each given
+    an equal share of the CPU threads; the results of all members in member order."""
+    return run_member_tasks(groups, shared, workers=workers)  # type: ignore[arg-type]
 
 
 def run_member_tasks(
@@ -130,11 +167,11 @@ def run_member_tasks(
         with progress_bar() as bar:
             job = bar.add_task("ensemble members", total=len(tasks), info="")
             for task in tasks:
-                res = train_member(shared, task)
-                results.append(res)
-                if on_done:
-                    on_done(res)
-                bar.update(job, advance=1, info=f"member {task.index + 1} in {res.seconds:.0f}s")
+                for res in _run_here(shared, task):
+                    results.append(res)
+                    if on_done:
+                        on_done(res)
+                bar.update(job, advance=1, info=f"member {res.index + 1} in {res.seconds:.0f}s")
             bar.remove_task(job)
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)
@@ -147,13 +184,19 @@ def run_member_tasks(
             job = bar.add_task(f"ensemble members ({workers} workers)", total=len(tasks), info="")
             futures = [pool.submit(_run_in_worker, t) for t in tasks]
             for fut in futures:
-                res = fut.result()
-                results.append(res)
-                if on_done:
-                    on_done(res)
+                for res in fut.result():
+                    results.append(res)
+                    if on_done:
+                        on_done(res)
                 bar.update(job, advance=1, info=f"member {res.index + 1} in {res.seconds:.0f}s")
             bar.remove_task(job)
     return sorted(results, key=lambda r: r.index)
+
+
+def _run_here(shared: SharedData, task: MemberTask | MemberGroup) -> list[MemberResult]:
+    if isinstance(task, MemberGroup):
+        return train_member_group(shared, task)
+    return [train_member(shared, task)]
 
 
 def _run_on_ray(
