@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -365,8 +365,8 @@ def stackable(learners: Sequence[Any]) -> bool:
     return all(
         m.scheme_.labels == first.scheme_.labels
         and m.config.max_length == first.config.max_length
+        and m.config.embedding_dim == first.config.embedding_dim
         and {n: tuple(t.shape) for n, t in m.network_.state_dict().items() if n != "embedding.weight"} == shapes
-        and all(getattr(m.config, s) == getattr(first.config, s) for s in SHAPE_SETTINGS)
         for m in learners
     )
 
@@ -383,11 +383,10 @@ def predict_members(learners: Sequence[BiLSTMLearner], data: PairData) -> np.nda
 
 @dataclass
 class BatchedRun:
-    """What :func:`train_stacked` returns: the fitted members, and the run's wall time."""
+    """What :func:`train_stacked` returns: the fitted members (each with its ``history_`` and
+    ``monitor_probas_``), and the run's wall time."""
 
     members: list[BiLSTMLearner]
-    histories: list[list[dict[str, float]]]
-    monitor_probas: list[list[np.ndarray]] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -571,7 +570,7 @@ def train_stacked(
         learner.monitor_probas_ = monitor_probas[m]
         learner.best_epoch_ = int(best_epoch[m]) if best_state[m] is not None else len(histories[m])
         fitted.append(learner)
-    return BatchedRun(fitted, histories, monitor_probas, time.perf_counter() - start_time)
+    return BatchedRun(fitted, time.perf_counter() - start_time)
 
 
 def _aligned(orders: list[list[np.ndarray]], lengths: np.ndarray, rng: np.random.Generator) -> list[list[np.ndarray]]:

@@ -254,10 +254,10 @@ class EnsembleLearner(CompositeLearner):
                 **settings,
             )
             self.learners_ = run.members
-            self.member_histories_ = run.histories
+            self.member_histories_ = [m.history_ for m in run.members]
             # The members trained together: each is given an equal share of the run's time.
             self.member_seconds_ = [run.seconds / len(run.members)] * len(run.members)
-            self.monitor_probas_ = run.monitor_probas
+            self.monitor_probas_ = [m.monitor_probas_ for m in run.members]
         self.weights_ = np.ones(len(self.learners_))
         return self
 
