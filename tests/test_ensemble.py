@@ -239,14 +239,3 @@ def test_progress_bars_nest_on_a_terminal(monkeypatch: pytest.MonkeyPatch, train
     learner = _ensemble(method=method, n_learners=2).fit(train, train)
     assert len(learner.learners_) == 2
     assert progress._ACTIVE is None  # the shared display is closed again afterwards
-
-
-def test_bagging_on_ray_matches_local(train: Any, test_data: Any) -> None:
-    """executor: ray trains the same members as the local executor (needs `pip install sizewise[ray]`)."""
-    ray = pytest.importorskip("ray")
-    local = _ensemble(n_learners=2, executor="local").fit(train)
-    try:
-        on_ray = _ensemble(n_learners=2, executor="ray").fit(train)
-    finally:
-        ray.shutdown()
-    np.testing.assert_allclose(on_ray.predict_proba(test_data), local.predict_proba(test_data), atol=1e-4)

@@ -136,15 +136,41 @@ def study_run(
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: the file's).")] = None,
     arm: Annotated[list[str] | None, typer.Option(help="Run only this arm (repeatable).")] = None,
     force: Annotated[bool, typer.Option(help="Redo arms that finished earlier.")] = False,
+    executor: Annotated[
+        str,
+        typer.Option(help="local: one unit after another in this process; ray: every unit as a task on a Ray cluster."),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to join (auto: the one `ray start` runs here; host:port). Default: start one here."
+        ),
+    ] = None,
+    num_cpus: Annotated[float, typer.Option(min=0.01, help="CPUs per unit on Ray (also its torch threads).")] = 1.0,
+    num_gpus: Annotated[float, typer.Option(min=0.0, help="GPUs per unit on Ray; a fraction shares one GPU.")] = 0.0,
 ) -> None:
     """Train and score every arm, write result JSON per arm and report.md; resumes if interrupted."""
+    from sizewise.cluster import Resources
     from sizewise.report.render import write_report
     from sizewise.study import run_study
 
+    if executor not in ("local", "ray"):
+        raise ConfigError("study run", [f"--executor {executor!r}: choose local or ray"])
+    if executor != "ray" and address is not None:
+        raise ConfigError("study run", ["--address names a Ray cluster: add --executor ray"])
     study = load_study(config)
     _check_arms(config, study, arm)
     # Relative data paths are the study file's, as `study check` reads them, not the working folder's.
-    run_dir = run_study(study, output=output, force=force, arms=arm, base=config.parent)
+    run_dir = run_study(
+        study,
+        output=output,
+        force=force,
+        arms=arm,
+        base=config.parent,
+        executor=executor,
+        address=address,
+        resources=Resources(num_cpus=num_cpus, num_gpus=num_gpus),
+    )
     if not is_main_process():  # the other processes of an accelerate / torchrun launch only help train
         return
     order = [a.name for a in study.arms]

@@ -192,6 +192,15 @@ class EvaluationConfig(_Strict):
     baseline: str | None = Field(None, description="Arm every other arm is tested against (default: the first).")
 
 
+class ArmResources(_Strict):
+    """What one unit of an arm asks of a Ray cluster (``study run --executor ray``)."""
+
+    num_cpus: float | None = Field(None, gt=0, description="CPUs per unit (also its torch threads); default 1.")
+    num_gpus: float | None = Field(
+        None, ge=0, description="GPUs per unit; a fraction (0.25) lets small models share one. Default 0."
+    )
+
+
 class ArmConfig(BaseModel):
     """One line of the study: a name, a description, and one arm type's block under that type's key
     (``learner: {...}``, ``compress: {...}``, ``majority: {}``; see :mod:`sizewise.arms`)."""
@@ -211,6 +220,10 @@ class ArmConfig(BaseModel):
     )
     data: ArmData | None = Field(
         None, description="This arm's own training pairs (an intermediate task), instead of the study's."
+    )
+    resources: ArmResources | None = Field(
+        None,
+        description="What one unit of this arm asks of a Ray cluster: num_cpus, num_gpus (study run --executor ray).",
     )
     _arm_type: str = PrivateAttr("")
     _spec: Any = PrivateAttr(None)

@@ -54,3 +54,7 @@ class ConfigError(SizewiseError):
 
 class ModelError(SizewiseError):
     """A saved model folder is missing, incomplete or of an unknown kind."""
+
+
+class RunError(SizewiseError):
+    """A run could not finish for a reason outside its input: a worker process died, a cluster was lost."""

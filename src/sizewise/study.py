@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from sizewise.arms.registry import ScoredModel
+from sizewise.cluster import Resources, run_units_on_ray
 from sizewise.config import ArmConfig, DataConfig, MixtureConfig, StudyConfig
 from sizewise.cost.meter import CostMeter, measure_latency, measure_throughput
 from sizewise.data.catalog import load_pairs
@@ -473,10 +474,17 @@ def run_study(
     base: Path | None = None,
     force: bool = False,
     arms: list[str] | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    resources: Resources | None = None,
 ) -> Path:
     """Run every unit (arm, seed, size) not already finished, arm by arm in order (an arm made from
     another's model after it); returns the output folder. The report is rendered from the result
-    files by the caller (:func:`sizewise.report.render.write_report`)."""
+    files by the caller (:func:`sizewise.report.render.write_report`).
+
+    ``executor="ray"`` sends every unit to a Ray cluster (``address``; a local instance when None), each
+    asking ``resources`` (an arm's own ``resources`` block wins), a unit made from another arm's model
+    once that is finished; only this process writes into the output folder."""
     out = Path(output or config.output)
     selected = [a for a in config.arms if arms is None or a.name in arms]
     todo: list[tuple[ArmConfig, Unit]] = []
@@ -522,22 +530,37 @@ def run_study(
         return out
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.json", config.model_dump_json(indent=2) + "\n")
+    if executor == "ray":
+        run_units_on_ray(
+            config,
+            todo,
+            data_of,
+            out,
+            finish=functools.partial(_finish, config, out),
+            address=address,
+            resources=resources,
+        )
+        return out
     for i, (arm, unit) in enumerate(todo, start=1):
         folder = unit_folder(config, arm, unit, out)
         if len(todo) > 1:
             logger.info("unit %d of %d: arm %s, %s", i, len(todo), arm.name, unit.key)
-        result = run_arm(config, arm, data_of(arm), folder, unit)
-        result.write(folder / RESULT_FILE)
-        m, ci = result.metrics, result.intervals.accuracy
-        logger.info(
-            "arm %s%s: accuracy %.3f [%.3f, %.3f] · macro-F1 %.3f · %s params · %.0fs",
-            arm.name,
-            "" if config.single_unit(arm) else f" ({unit.key})",
-            m.accuracy,
-            ci[0],
-            ci[1],
-            m.f1_macro,
-            f"{result.cost.parameters_total:,}",
-            result.cost.train_seconds,
-        )
+        _finish(config, out, arm, unit, run_arm(config, arm, data_of(arm), folder, unit))
     return out
+
+
+def _finish(config: StudyConfig, out: Path, arm: ArmConfig, unit: Unit, result: ArmResult) -> None:
+    """Write a finished unit's result (its model is saved already) and say how it went."""
+    result.write(unit_folder(config, arm, unit, out) / RESULT_FILE)
+    m, ci = result.metrics, result.intervals.accuracy
+    logger.info(
+        "arm %s%s: accuracy %.3f [%.3f, %.3f] · macro-F1 %.3f · %s params · %.0fs",
+        arm.name,
+        "" if config.single_unit(arm) else f" ({unit.key})",
+        m.accuracy,
+        ci[0],
+        ci[1],
+        m.f1_macro,
+        f"{result.cost.parameters_total:,}",
+        result.cost.train_seconds,
+    )

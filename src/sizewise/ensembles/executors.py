@@ -6,12 +6,17 @@ except plain data, and the same task runs unchanged on any executor.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -20,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sizewise.data.pairs import PairData
-from sizewise.errors import ConfigError
+from sizewise.errors import RunError
 from sizewise.learners.base import create_learner
 from sizewise.progress import progress_bar, set_quiet
 
@@ -123,8 +128,31 @@ def materialize(result: MemberResult, folder: Path) -> Path:
 _WORKER_SHARED: SharedData | None = None
 
 
-def _init_worker(shared: SharedData, threads: int) -> None:
+def end_with_parent(parent: int) -> None:
+    """End this process as soon as ``parent`` (the process that started it) is gone, however it ended:
+    a worker must never outlive a study killed with SIGKILL or SIGTERM. On Linux the kernel sends
+    SIGKILL at once (``PR_SET_PDEATHSIG``); elsewhere a thread notices within a second."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="sizewise-parent-watch", daemon=True).start()
+
+
+def _init_worker(shared: SharedData, threads: int, parent: int) -> None:
     global _WORKER_SHARED
+    end_with_parent(parent)
     import torch
 
     torch.set_num_threads(threads)
@@ -178,13 +206,23 @@ def run_member_tasks(
         ctx = get_context("spawn")
         results = []
         with (
-            ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(shared, threads)) as pool,
+            ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_init_worker, initargs=(shared, threads, os.getpid())
+            ) as pool,
             progress_bar() as bar,
         ):
             job = bar.add_task(f"ensemble members ({workers} workers)", total=len(tasks), info="")
             futures = [pool.submit(_run_in_worker, t) for t in tasks]
             for fut in futures:
-                for res in fut.result():
+                try:
+                    done = fut.result()
+                except BrokenProcessPool:
+                    raise RunError(
+                        f"a worker process training ensemble members died (killed, or out of memory) after "
+                        f"{len(results)} of {len(tasks)} members; nothing of this model was saved: run it again"
+                        " (a study resumes at this unit)"
+                    ) from None
+                for res in done:
                     results.append(res)
                     if on_done:
                         on_done(res)
@@ -205,16 +243,22 @@ def _run_on_ray(
     address: str | None,
     on_done: Callable[[MemberResult], None] | None,
 ) -> list[MemberResult]:
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("ensemble", ["executor: 'ray' needs the ray package: pip install 'sizewise[ray]'"]) from None
-    if not ray.is_initialized():
-        # No address: start a local Ray instance (no dashboard); "auto" or host:port joins a cluster.
-        kwargs = {"include_dashboard": False} if address is None else {}
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, **kwargs)
+    from sizewise.cluster import ray_session
+
+    with ray_session(address, keep=True) as ray:
+        return _run_tasks_on_ray(ray, tasks, shared, on_done)
+
+
+def _run_tasks_on_ray(
+    ray: Any,
+    tasks: Sequence[MemberTask],
+    shared: SharedData,
+    on_done: Callable[[MemberResult], None] | None,
+) -> list[MemberResult]:
+    from sizewise.cluster import MAX_RETRIES, task_error
+
     shared_ref = ray.put(shared)
-    remote = ray.remote(num_cpus=1)(train_member)
+    remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(train_member)
     pending = {remote.remote(shared_ref, t): t.index for t in tasks}
     results = []
     with progress_bar() as bar:
@@ -222,8 +266,13 @@ def _run_on_ray(
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                pending.pop(ref)
-                res = ray.get(ref)
+                index = pending.pop(ref)
+                try:
+                    res = ray.get(ref)
+                except Exception as exc:
+                    for other in pending:
+                        ray.cancel(other, force=True)
+                    raise task_error(exc, f"ensemble member {index + 1}") from None
                 results.append(res)
                 if on_done:
                     on_done(res)
