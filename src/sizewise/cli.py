@@ -326,7 +326,7 @@ def evaluate(
     """Score a saved model: the six metrics, intervals, confusion matrix."""
     from sizewise.evaluation.metrics import METRIC_NAMES, compute_metrics, confusion_matrix
     from sizewise.evaluation.schemes import collapse_proba, load_scoring_pairs, model_inputs, scoring_note
-    from sizewise.evaluation.stats import bootstrap_intervals
+    from sizewise.evaluation.stats import bootstrap_intervals, few_pairs_note
 
     meta = read_learner_meta(model_dir)
     pairs = load_scoring_pairs(data, meta["scheme"], scheme)
@@ -349,6 +349,9 @@ def evaluate(
     for label, row in zip(pairs.scheme.labels, confusion_matrix(pairs.labels, proba.argmax(1), k)):
         cm.add_row(label, *map(str, row))
     out.print(cm)
+    few = few_pairs_note(len(pairs))
+    if few is not None:
+        err.print(f"note: {few}", highlight=False)
 
 
 @app.command("predict")

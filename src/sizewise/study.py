@@ -39,7 +39,7 @@ from sizewise.environment import environment
 from sizewise.errors import ConfigError
 from sizewise.evaluation.metrics import compute_metrics, confusion_matrix
 from sizewise.evaluation.schemes import collapse_proba, dataset_scheme, model_inputs
-from sizewise.evaluation.stats import bootstrap_intervals
+from sizewise.evaluation.stats import bootstrap_intervals, few_pairs_note
 from sizewise.files import atomic_write_text, directory_size
 from sizewise.learners.base import LEARNER_FILE
 from sizewise.result import RESULT_FILE, RESULT_SCHEMA, ArmResult
@@ -350,6 +350,9 @@ class StudyArmRun:
         y_pred = proba.argmax(1)
         k = data.test.scheme.num_labels
         ev = config.evaluation
+        few = few_pairs_note(len(y_true))
+        if few is not None:
+            logger.warning("arm %s: %s", arm.name, few)
         intervals = bootstrap_intervals(
             y_true, y_pred, k, n_resamples=ev.bootstrap_resamples, seed=config.seed, level=ev.confidence
         )
