@@ -40,7 +40,7 @@ from sizewise.errors import ConfigError
 from sizewise.evaluation.metrics import compute_metrics, confusion_matrix
 from sizewise.evaluation.schemes import collapse_proba, dataset_scheme, model_inputs
 from sizewise.evaluation.stats import bootstrap_intervals, few_pairs_note
-from sizewise.files import atomic_write_text, directory_size
+from sizewise.files import atomic_write_text, clean_temporaries, directory_size
 from sizewise.learners.base import LEARNER_FILE
 from sizewise.result import RESULT_FILE, RESULT_SCHEMA, ArmResult
 from sizewise.units import Unit, unit_dir
@@ -452,10 +452,16 @@ def run_arm(config: StudyConfig, arm: ArmConfig, data: StudyData, arm_dir: Path,
     return arm.type_.run(StudyArmRun(config, arm, unit_data(config, data, unit), arm_dir, unit))
 
 
+#: The folder of a unit's saved model (every arm saves one: :meth:`StudyArmRun.score`).
+MODEL_FOLDER = "model"
+
+
 def unit_is_done(config: StudyConfig, arm: ArmConfig, unit: Unit, folder: Path) -> bool:
-    """True when the unit's result file exists and was made from this exact arm, data, seed and size."""
+    """True when the unit's result file exists and was made from this exact arm, data, seed and size,
+    and its saved model is beside it (a kill while the model was being replaced leaves none)."""
     path = folder / RESULT_FILE
-    if not path.is_file():
+    model = folder / MODEL_FOLDER
+    if not path.is_file() or not model.is_dir() or not any(model.iterdir()):
         return False
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -467,6 +473,22 @@ def unit_is_done(config: StudyConfig, arm: ArmConfig, unit: Unit, folder: Path) 
 def arm_is_done(config: StudyConfig, arm: ArmConfig, arm_dir: Path) -> bool:
     """True when every unit of the arm (whose folder is ``arm_dir``) is finished and current."""
     return all(unit_is_done(config, arm, u, unit_dir(arm_dir, u, config.single_unit(arm))) for u in config.units(arm))
+
+
+def _clean_run_folder(config: StudyConfig, out: Path) -> None:
+    """Undo what interrupted writes left in the run folder ``out`` and in the unit folders of the
+    study's arms: temporaries removed, a model folder moved aside by a cut swap put back (only names
+    sizewise's writers make, :func:`sizewise.files.clean_temporaries`)."""
+    if not out.is_dir():
+        return
+    folders = [out]
+    for arm in config.arms:
+        arm_dir = out / arm.name
+        folders.append(arm_dir)
+        folders.extend(unit_folder(config, arm, unit, out) for unit in config.units(arm))
+    cleaned = [f"{folder / name}" for folder in dict.fromkeys(folders) for name in clean_temporaries(folder)]
+    if cleaned:
+        logger.info("cleaned what interrupted writes left: %s", ", ".join(cleaned))
 
 
 def run_study(
@@ -482,6 +504,8 @@ def run_study(
     files by the caller (:func:`sizewise.report.render.write_report`)."""
     out = Path(output or config.output)
     selected = [a for a in config.arms if arms is None or a.name in arms]
+    if is_main_process():
+        _clean_run_folder(config, out)
     todo: list[tuple[ArmConfig, Unit]] = []
     for arm in selected:
         for unit in config.units(arm):
@@ -529,6 +553,10 @@ def run_study(
         folder = unit_folder(config, arm, unit, out)
         if len(todo) > 1:
             logger.info("unit %d of %d: arm %s, %s", i, len(todo), arm.name, unit.key)
+        # The unit is redone: its old result goes first, so a kill while it retrains cannot leave the new
+        # model beside the old result, marked done.
+        (folder / RESULT_FILE).unlink(missing_ok=True)
+        clean_temporaries(folder)
         result = run_arm(config, arm, data_of(arm), folder, unit)
         result.write(folder / RESULT_FILE)
         m, ci = result.metrics, result.intervals.accuracy
