@@ -19,7 +19,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from sizewise import __version__
-from sizewise.config import load_study
+from sizewise.config import load_study, load_yaml
 from sizewise.data.catalog import fetch_dataset, load_pairs
 from sizewise.data.info import describe, format_description
 from sizewise.data.io import read_pairs
@@ -268,7 +268,12 @@ def _parse_settings(settings: list[str] | None, config: Path | None) -> dict[str
     if config is not None:
         if not config.is_file():
             raise ConfigError(str(config), ["no such file"])
-        loaded = yaml.safe_load(config.read_text(encoding="utf-8"))
+        try:
+            loaded = load_yaml(config.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{config}{where}", [f"not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
         if not isinstance(loaded, dict):
             raise ConfigError(str(config), ["must hold a mapping of learner settings"])
         spec.update(loaded)

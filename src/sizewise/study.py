@@ -120,15 +120,30 @@ def load_study_data(
     """Read train / dev / test sets and draw the configured subsets (seeded by the study seed); with
     ``arm``, its own training data where it names some (``tests``: the test sets, if read already)."""
     d = config.arm_data(arm)
+    where = f"arm {arm.name}: data." if arm is not None and arm.data is not None else "data."
     train = _read_train(config, base, d)
     if d.dev is None and d.dev_size:
         # No dev split named: hold dev_size pairs out of train, so early stopping never sees test.
+        if d.dev_size >= len(train):
+            raise ConfigError(
+                config.name,
+                [
+                    f"{where}dev_size: {d.dev_size:,} would hold out all the {len(train):,} pairs of "
+                    f"{train.source} (no dev set named), leaving none to train on"
+                ],
+            )
         held = subset_indices(train.labels, d.dev_size, config.seed + 1)
         rest = np.setdiff1d(np.arange(len(train)), held)
         dev = train.subset(held, source=f"{train.source} (held-out dev)")
         train = train.subset(rest, source=train.source)
     else:
-        dev = _read_split(config, base, d.dev, d.dev_size, 1, scheme=d.scheme) if d.dev else None
+        dev = (
+            _read_split(config, base, d.dev, d.dev_size, 1, scheme=d.scheme, field=f"{where}dev_size")
+            if d.dev
+            else None
+        )
+    if d.train_size:
+        _check_size(config, f"{where}train_size", d.train_size, train)
     if d.train_size and d.train_size < len(train):
         train = sample_subset(train, d.train_size, config.seed)
     unlabelled = _read_unlabelled(config, base) if d.unlabelled else None
@@ -176,7 +191,9 @@ def load_test_sets(config: StudyConfig, base: Path | None = None) -> dict[str, P
     """The study's test sets by name, as :func:`load_study_data` draws them."""
     d = config.data
     return {
-        name: _read_split(config, base, spec, d.test_size, 2, scheme=_test_scheme(spec, d.scheme))
+        name: _read_split(
+            config, base, spec, d.test_size, 2, scheme=_test_scheme(spec, d.scheme), field="data.test_size"
+        )
         for name, spec in d.test_sets.items()
     }
 
@@ -193,12 +210,26 @@ def _test_scheme(spec: str, scheme: str) -> str:
     return "binary" if dataset_scheme(spec) == "binary" else scheme
 
 
+def _check_size(config: StudyConfig, field: str, size: int, data: PairData) -> None:
+    """Refuse a configured subset ``size`` larger than the pairs it is drawn from."""
+    if size > len(data):
+        raise ConfigError(config.name, [f"{field}: {size:,} is more than the {len(data):,} pairs of {data.source}"])
+
+
 def _read_split(
-    config: StudyConfig, base: Path | None, spec: str, size: int | None, offset: int, scheme: str | None = None
+    config: StudyConfig,
+    base: Path | None,
+    spec: str,
+    size: int | None,
+    offset: int,
+    scheme: str | None = None,
+    field: str | None = None,
 ) -> PairData:
     d = config.data
     path = (base / spec) if base is not None and (base / spec).exists() else None
     data = load_pairs(str(path) if path else spec, scheme=scheme or d.scheme, columns=d.columns)
+    if size and field:
+        _check_size(config, field, size, data)
     return sample_subset(data, size, config.seed + offset) if size and size < len(data) else data
 
 
@@ -475,6 +506,15 @@ def arm_is_done(config: StudyConfig, arm: ArmConfig, arm_dir: Path) -> bool:
     return all(unit_is_done(config, arm, u, unit_dir(arm_dir, u, config.single_unit(arm))) for u in config.units(arm))
 
 
+def _thin_training(arm: ArmConfig, train: PairData) -> str | None:
+    """A warning for an arm that trains on a single pair or on pairs of a single label, else None."""
+    present = [train.scheme.labels[i] for i in sorted(set(train.labels.tolist())) if i >= 0]
+    one_label = f"only one label ({present[0]})" if len(present) == 1 else None
+    if len(train) == 1:
+        return f"arm {arm.name}: trains on 1 pair" + (f", of {one_label}" if one_label else "")
+    return f"arm {arm.name}: trains on {one_label}" if one_label else None
+
+
 def _clean_run_folder(config: StudyConfig, out: Path) -> None:
     """Undo what interrupted writes left in the run folder ``out`` and in the unit folders of the
     study's arms: temporaries removed, a model folder moved aside by a cut swap put back (only names
@@ -535,11 +575,16 @@ def run_study(
             by_data[key] = load_study_data(config, base, arm, tests)
         return by_data[key]
 
+    warned: set[str] = set()
     for arm, unit in todo:
         if arm.type_.uses_unlabelled:  # an unusable pool is refused before any arm trains
             unit_pool(config, unit_data(config, data_of(arm), unit), unit)
         else:
             data_of(arm)
+        warning = _thin_training(arm, unit_data(config, data_of(arm), unit).train)
+        if warning is not None and warning not in warned and is_main_process():
+            warned.add(warning)
+            logger.warning("%s", warning)
 
     if not is_main_process():
         # The other processes of a multi-process launch only help train; rank 0 scores and writes.
