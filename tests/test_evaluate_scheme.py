@@ -139,3 +139,16 @@ def test_an_evaluation_set_of_5000_bad_rows_gives_one_short_line(models: dict[st
     assert lines[0].startswith('error: eval.tsv line 2: label: "contradicts" is not one of entailment, neutral')
     assert lines[0].count(" line ") == 4
     assert "… and 4,996 more problems: 5,000 in all" in lines[0]
+
+
+def test_one_pair_estimate_lies_in_its_interval_and_is_flagged(models: dict[str, Path], tmp_path: Path) -> None:
+    one = _write_tsv(tmp_path / "one.tsv", keyword_pairs(30, seed=2).subset(np.array([0])))
+    result = CliRunner().invoke(app, ["-q", "evaluate", str(models["nli3"]), str(one), "--resamples", "50"])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    for metric in ("accuracy", "f1_macro"):
+        match = re.search(rf"{metric} │ ([0-9.]+) │ \[([0-9.]+), ([0-9.]+)\]", output)
+        assert match, output
+        value, lo, hi = map(float, match.groups())
+        assert lo <= value <= hi, (metric, value, lo, hi)
+    assert "only 1 test pair: the intervals are rough" in output

@@ -143,3 +143,25 @@ def test_paired_bootstrap_is_deterministic_and_checks_metric() -> None:
     assert paired_bootstrap(y, a, b, 3, seed=1) == paired_bootstrap(y, a, b, 3, seed=1)
     with pytest.raises(ConfigError, match="f1_macro"):
         paired_bootstrap(y, a, b, 3, metric="auc")
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_point_estimate_lies_in_its_interval_on_small_sets(k: int) -> None:
+    # A property over many random small test sets (1 to 12 rows, classes often missing): the metric
+    # compute_metrics reports must lie inside the interval bootstrapped for it.
+    rng = np.random.default_rng(20 + k)
+    for case in range(300):
+        n = int(rng.integers(1, 13))
+        y = rng.integers(0, k, size=n)
+        pred = np.where(rng.random(n) < rng.random(), y, rng.integers(0, k, size=n))
+        point = compute_metrics(y, _one_hot(pred, k), k)
+        got = bootstrap_intervals(y, pred, k, n_resamples=200, seed=case)
+        for name, (lo, hi) in got.items():
+            assert lo - 1e-12 <= point[name] <= hi + 1e-12, (name, y.tolist(), pred.tolist(), point[name], lo, hi)
+
+
+def test_one_row_macro_f1_matches_its_interval() -> None:
+    # One pair, predicted right: the macro-F1 over the classes present is 1, and so is its interval.
+    point = compute_metrics([0], _one_hot(np.array([0]), 3), 3)
+    assert point["f1_macro"] == 1.0
+    assert bootstrap_intervals([0], [0], 3, n_resamples=100)["f1_macro"] == (1.0, 1.0)

@@ -19,15 +19,15 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from sizewise import __version__
-from sizewise.config import load_study
+from sizewise.config import load_study, load_yaml
 from sizewise.data.catalog import fetch_dataset, load_pairs
 from sizewise.data.info import describe, format_description
 from sizewise.data.io import read_pairs
 from sizewise.data.sampling import sample_subset
 from sizewise.distributed import is_main_process
 from sizewise.errors import ConfigError, SizewiseError
-from sizewise.files import atomic_write_text
-from sizewise.learners.base import create_learner, load_learner, read_learner_meta
+from sizewise.files import WRITE_ERRNOS, atomic_write_text, check_replaceable, check_writable
+from sizewise.learners.base import MODEL_FILES, create_learner, load_learner, read_learner_meta
 from sizewise.learners.describe import builtin_kinds, replace_block, settings_rows, settings_tables
 from sizewise.progress import set_quiet
 
@@ -294,7 +294,12 @@ def _parse_settings(settings: list[str] | None, config: Path | None) -> dict[str
     if config is not None:
         if not config.is_file():
             raise ConfigError(str(config), ["no such file"])
-        loaded = yaml.safe_load(config.read_text(encoding="utf-8"))
+        try:
+            loaded = load_yaml(config.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{config}{where}", [f"not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
         if not isinstance(loaded, dict):
             raise ConfigError(str(config), ["must hold a mapping of learner settings"])
         spec.update(loaded)
@@ -309,7 +314,15 @@ def _parse_settings(settings: list[str] | None, config: Path | None) -> dict[str
 @app.command("train")
 def train(
     data: Annotated[str, typer.Argument(help="Training pairs: file, or dataset name[:split].")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to save the model in.")],
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder to save the model in: a new or empty folder, or a sizewise model folder (one with "
+            "learner.json), which is replaced. Any other folder or file is refused, before training.",
+        ),
+    ],
     learner: Annotated[str, typer.Option(help="Learner kind.")] = "bilstm",
     setting: Annotated[list[str] | None, typer.Option("--set", help="A learner setting KEY=VALUE.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file of learner settings.")] = None,
@@ -320,6 +333,9 @@ def train(
 ) -> None:
     """Train one learner and save it (safetensors + JSON)."""
 
+    # Refuse an output that is not sizewise's to replace, or that cannot be written, before any training.
+    check_replaceable(out_dir, MODEL_FILES)
+    check_writable(out_dir)
     spec = {"kind": learner, **_parse_settings(setting, config)}
     model = create_learner(spec)
     train_data = load_pairs(data, scheme=scheme)
@@ -352,7 +368,7 @@ def evaluate(
     """Score a saved model: the six metrics, intervals, confusion matrix."""
     from sizewise.evaluation.metrics import METRIC_NAMES, compute_metrics, confusion_matrix
     from sizewise.evaluation.schemes import collapse_proba, load_scoring_pairs, model_inputs, scoring_note
-    from sizewise.evaluation.stats import bootstrap_intervals
+    from sizewise.evaluation.stats import bootstrap_intervals, few_pairs_note
 
     meta = read_learner_meta(model_dir)
     pairs = load_scoring_pairs(data, meta["scheme"], scheme)
@@ -375,6 +391,9 @@ def evaluate(
     for label, row in zip(pairs.scheme.labels, confusion_matrix(pairs.labels, proba.argmax(1), k)):
         cm.add_row(label, *map(str, row))
     out.print(cm)
+    few = few_pairs_note(len(pairs))
+    if few is not None:
+        err.print(f"note: {few}", highlight=False)
 
 
 @app.command("predict")
@@ -386,6 +405,8 @@ def predict(
 ) -> None:
     """Label pairs: one line per pair with the label and every class probability (TSV)."""
 
+    if output is not None:
+        check_writable(output)  # before any predicting
     meta = read_learner_meta(model_dir)
     model = load_learner(model_dir)
     if source == "-":
@@ -443,6 +464,13 @@ def main() -> None:
     except SizewiseError as exc:
         for line in str(exc).splitlines() or ["error"]:
             err.print(f"error: {line}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        # A write point not wrapped in an OutputError: still one line (the disk, not sizewise, refused).
+        where = f"{exc.filename}: " if exc.filename else ""
+        err.print(f"error: {where}{exc.strerror or exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -207,7 +207,7 @@ def run_units_on_ray(
     """Run every unit of ``todo`` as a Ray task, each once the units it is made from are finished;
     ``finish`` writes a unit's result (on the driver) as it comes back."""
     from sizewise.result import ArmResult
-    from sizewise.study import unit_folder
+    from sizewise.study import clear_unit, unit_folder
 
     defaults = resources or Resources()
     keys = {(arm.name, unit) for arm, unit in todo}
@@ -229,6 +229,7 @@ def run_units_on_ray(
                 if any(d in keys and d not in finished for d in deps):
                     continue
                 waiting.remove((arm, unit))
+                clear_unit(unit_folder(config, arm, unit, out))
                 data = data_of(arm)
                 if id(data) not in data_refs:
                     data_refs[id(data)] = ray.put(data)

@@ -7,15 +7,15 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PositiveInt,
     PrivateAttr,
+    StrictInt,
     ValidationError,
     field_validator,
     model_serializer,
@@ -31,6 +31,12 @@ from sizewise.learners.base import format_validation_error
 from sizewise.units import TrainSize, Unit, sizes_from
 
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: Endings of the run folder's own files (study.json, report.md, report.html, the plots): no arm folder
+#: may take such a name.
+_RUN_FILE_ENDINGS = (".json", ".md", ".html", ".png")
+
+#: A size or count: a whole number, never a boolean (YAML's ``true`` is not 1 pair).
+Count = Annotated[StrictInt, Field(ge=1)]
 
 
 class _Strict(BaseModel):
@@ -47,7 +53,7 @@ class MixtureConfig(_Strict):
     )
     temperature: float = Field(2.0, gt=0, description="temperature sampling: T (1 is proportional).")
     weights: dict[str, float] | None = Field(None, description="fixed sampling: a weight per set name.")
-    size: int | None = Field(
+    size: StrictInt | None = Field(
         None,
         ge=1,
         description="Pairs in the mixture (default: all sets' pairs together); a set asked for more "
@@ -92,19 +98,19 @@ class DataConfig(_Strict):
     columns: dict[str, str] | None = Field(
         None, description="Column names in the files, e.g. {premise: sentence1, hypothesis: sentence2}."
     )
-    train_size: int | None = Field(None, ge=1, description="Use a stratified random subset of this many pairs.")
-    dev_size: int | None = Field(
+    train_size: StrictInt | None = Field(None, ge=1, description="Use a stratified random subset of this many pairs.")
+    dev_size: StrictInt | None = Field(
         None,
         ge=1,
         description="Subset size of dev; with no dev named, this many pairs are held out of train.",
     )
-    test_size: int | None = Field(None, ge=1, description="Subset size of each test set (None: all).")
-    train_sizes: list[PositiveInt | Literal["all"]] | None = Field(
+    test_size: StrictInt | None = Field(None, ge=1, description="Subset size of each test set (None: all).")
+    train_sizes: list[Count | Literal["all"]] | None = Field(
         None,
         description="A learning curve: train each arm on stratified subsets of these many pairs (`all`: the "
         "whole training set), a new subset per seed.",
     )
-    shots_per_class: list[PositiveInt] | None = Field(
+    shots_per_class: list[Count] | None = Field(
         None, description="A learning curve in examples per class (K-shot): exactly K pairs of every label."
     )
     unlabelled: str | None = Field(
@@ -113,7 +119,7 @@ class DataConfig(_Strict):
         "set whose labels are hidden (`snli:train`). Pairs that also train, tune or test a unit are left out; "
         "gold labels, where the set has them, only measure the pseudo-labels.",
     )
-    unlabelled_size: int | None = Field(
+    unlabelled_size: StrictInt | None = Field(
         None, ge=1, description="Draw this many unlabelled pairs (at random, a new draw per seed; None: all)."
     )
 
@@ -168,8 +174,10 @@ class ArmData(_Strict):
     mixture: MixtureConfig | None = Field(None, description="How this arm's training sets are mixed.")
     dev: str | None = Field(None, description="This arm's dev pairs (None: none, unless dev_size holds some out).")
     scheme: str | None = Field(None, description="Label scheme of this arm's pairs (default: the study's).")
-    train_size: int | None = Field(None, ge=1, description="Use a stratified random subset of this many pairs.")
-    dev_size: int | None = Field(None, ge=1, description="Subset size of dev; with no dev named, held out of train.")
+    train_size: StrictInt | None = Field(None, ge=1, description="Use a stratified random subset of this many pairs.")
+    dev_size: StrictInt | None = Field(
+        None, ge=1, description="Subset size of dev; with no dev named, held out of train."
+    )
 
     @field_validator("scheme")
     @classmethod
@@ -187,7 +195,7 @@ class ArmData(_Strict):
 class EvaluationConfig(_Strict):
     """How scores and their uncertainty are computed."""
 
-    bootstrap_resamples: int = Field(1000, ge=100, description="Bootstrap resamples for the intervals.")
+    bootstrap_resamples: StrictInt = Field(1000, ge=100, description="Bootstrap resamples for the intervals.")
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of the intervals.")
     baseline: str | None = Field(None, description="Arm every other arm is tested against (default: the first).")
 
@@ -209,13 +217,13 @@ class ArmConfig(BaseModel):
 
     name: str = Field(description="Folder-safe name of the arm (letters, digits, . _ -).")
     description: str | None = Field(None, description="A human label for tables (default: the name).")
-    seeds: list[int] | None = Field(
+    seeds: list[StrictInt] | None = Field(
         None, min_length=1, description="Training seeds of this arm (default: the study's)."
     )
-    train_sizes: list[PositiveInt | Literal["all"]] | None = Field(
+    train_sizes: list[Count | Literal["all"]] | None = Field(
         None, description="This arm's learning-curve sizes in pairs (default: the study's data.train_sizes)."
     )
-    shots_per_class: list[PositiveInt] | None = Field(
+    shots_per_class: list[Count] | None = Field(
         None, description="This arm's learning-curve sizes per class (default: the study's data.shots_per_class)."
     )
     data: ArmData | None = Field(
@@ -233,6 +241,11 @@ class ArmConfig(BaseModel):
     def _folder_safe(cls, value: str) -> str:
         if not _ARM_NAME.match(value):
             raise ValueError(f"{value!r} must start with a letter or digit and use only letters, digits, . _ -")
+        if value.lower().endswith(_RUN_FILE_ENDINGS):
+            raise ValueError(
+                f"{value!r} would share its name with the run folder's own files (names ending "
+                f"{', '.join(_RUN_FILE_ENDINGS)}: study.json, the report, its plots); pick another"
+            )
         return value
 
     @model_validator(mode="after")
@@ -298,8 +311,8 @@ class StudyConfig(_Strict):
     name: str = Field(description="Study name, shown in reports.")
     data: DataConfig
     arms: list[ArmConfig] = Field(min_length=1, description="The models to compare, in table order.")
-    seed: int = Field(0, description="Seed of the data subsets and the default seed of every learner.")
-    seeds: list[int] | None = Field(
+    seed: StrictInt = Field(0, description="Seed of the data subsets and the default seed of every learner.")
+    seeds: list[StrictInt] | None = Field(
         None,
         min_length=1,
         description="Training seeds: every arm is trained once per seed (each with its own learning-curve "
@@ -548,13 +561,40 @@ def parse_study(raw: Any, source: str = "<study>", base: Path | None = None) -> 
     return config
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a mapping naming one key twice (the later one would silently
+    win), with the line of each; merge keys (``<<: *anchor``) still override as YAML means them to."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the safe loader refuses it itself
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first on line {first + 1})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`UniqueKeyLoader`."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_study(path: str | Path) -> StudyConfig:
     """Read and validate a study YAML file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), ["no such file"])
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -52,6 +52,11 @@ class ConfigError(SizewiseError):
         super().__init__(f"{source}: " + "; ".join(self.problems))
 
 
+class OutputError(SizewiseError):
+    """An output cannot be written: the place holds something sizewise did not write, or the disk
+    refuses it (full, read-only, no permission)."""
+
+
 class ModelError(SizewiseError):
     """A saved model folder is missing, incomplete or of an unknown kind."""
 

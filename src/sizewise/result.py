@@ -15,7 +15,7 @@ kind that keeps none).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -41,6 +42,25 @@ READABLE_SCHEMAS = ("sizewise.result/1", RESULT_SCHEMA)
 
 class ResultError(SizewiseError):
     """A result file is missing, not JSON, of another schema version, or has a bad field."""
+
+
+#: A metric or an interval bound: a share, between 0 and 1.
+Score = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def _check_scores(k: int, confusion: list[list[int]], predictions: Predictions, what: str) -> None:
+    """Refuse a confusion matrix and predictions that do not fit ``k`` labels (``what``: where k comes from)."""
+    if k < 2:
+        raise ValueError(f"{what}: needs at least 2 labels, got {k}")
+    if len(confusion) != k or any(len(row) != k for row in confusion):
+        shape = f"{len(confusion)} rows of {sorted({len(row) for row in confusion})} cells"
+        raise ValueError(f"confusion_matrix: must be {k} × {k} for the {k} labels of {what}, got {shape}")
+    if any(cell < 0 for row in confusion for cell in row):
+        raise ValueError("confusion_matrix: counts must not be negative")
+    for name in ("y_true", "y_pred"):
+        values = getattr(predictions, name)
+        if any(not 0 <= v < k for v in values):
+            raise ValueError(f"predictions.{name}: label indices must lie in [0, {k}) for the {k} labels of {what}")
 
 
 def _is_none(value: Any) -> bool:
@@ -79,12 +99,12 @@ class DataSection(_Section):
 class Metrics(_Section):
     """The poster's six metrics on the test set."""
 
-    accuracy: float
-    f1_macro: float
-    f1_weighted: float
-    precision_macro: float
-    recall_macro: float
-    roc_auc_macro: float | None = Field(description="None where undefined (a label absent from the test set).")
+    accuracy: Score
+    f1_macro: Score
+    f1_weighted: Score
+    precision_macro: Score
+    recall_macro: Score
+    roc_auc_macro: Score | None = Field(description="None where undefined (a label absent from the test set).")
 
     def get(self, name: str) -> float | None:
         """A metric by name (None for an unknown name)."""
@@ -94,11 +114,18 @@ class Metrics(_Section):
 class Intervals(_Section):
     """Bootstrap confidence intervals of accuracy and macro-F1."""
 
-    level: float = Field(description="Confidence level, e.g. 0.95.")
-    resamples: int
+    level: float = Field(gt=0.0, lt=1.0, description="Confidence level, e.g. 0.95.")
+    resamples: int = Field(ge=1)
     method: str
-    accuracy: tuple[float, float]
-    f1_macro: tuple[float, float]
+    accuracy: tuple[Score, Score]
+    f1_macro: tuple[Score, Score]
+
+    @field_validator("accuracy", "f1_macro")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] > value[1]:
+            raise ValueError(f"the lower bound {value[0]} is above the upper bound {value[1]}")
+        return value
 
     def of(self, metric: str) -> tuple[float, float] | None:
         """The interval of ``metric``, None for a metric without one."""
@@ -200,6 +227,14 @@ class Predictions(_Section):
 
     y_true: list[int]
     y_pred: list[int]
+
+    @model_validator(mode="after")
+    def _paired(self) -> Predictions:
+        if not self.y_true or len(self.y_true) != len(self.y_pred):
+            raise ValueError(
+                f"y_true and y_pred must hold one label per test pair, got {len(self.y_true)} and {len(self.y_pred)}"
+            )
+        return self
 
 
 class Diversity(_Section):
@@ -321,6 +356,11 @@ class TestScore(_Section):
     predictions: Predictions
     seeds: SeedSummary | None = _omitted("Per-seed scores of a result combining seeds.")
 
+    @model_validator(mode="after")
+    def _consistent(self) -> TestScore:
+        _check_scores(len(self.confusion_matrix), self.confusion_matrix, self.predictions, "its confusion matrix")
+        return self
+
 
 class CurvePoint(_Section):
     """One size of an arm's learning curve, its seeds combined."""
@@ -364,6 +404,11 @@ class ArmResult(_Section):
     def _known_schema(self) -> ArmResult:
         if self.schema_ not in READABLE_SCHEMAS:
             raise ValueError(f"schema {self.schema_!r} is not {RESULT_SCHEMA}, the layout this sizewise reads")
+        return self
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ArmResult:
+        _check_scores(len(self.data.labels), self.confusion_matrix, self.predictions, "data.labels")
         return self
 
     @property

@@ -40,8 +40,8 @@ from sizewise.environment import environment
 from sizewise.errors import ConfigError
 from sizewise.evaluation.metrics import compute_metrics, confusion_matrix
 from sizewise.evaluation.schemes import collapse_proba, dataset_scheme, model_inputs
-from sizewise.evaluation.stats import bootstrap_intervals
-from sizewise.files import atomic_write_text, directory_size
+from sizewise.evaluation.stats import bootstrap_intervals, few_pairs_note
+from sizewise.files import atomic_write_text, clean_temporaries, directory_size
 from sizewise.learners.base import LEARNER_FILE
 from sizewise.result import RESULT_FILE, RESULT_SCHEMA, ArmResult
 from sizewise.units import Unit, unit_dir
@@ -121,15 +121,30 @@ def load_study_data(
     """Read train / dev / test sets and draw the configured subsets (seeded by the study seed); with
     ``arm``, its own training data where it names some (``tests``: the test sets, if read already)."""
     d = config.arm_data(arm)
+    where = f"arm {arm.name}: data." if arm is not None and arm.data is not None else "data."
     train = _read_train(config, base, d)
     if d.dev is None and d.dev_size:
         # No dev split named: hold dev_size pairs out of train, so early stopping never sees test.
+        if d.dev_size >= len(train):
+            raise ConfigError(
+                config.name,
+                [
+                    f"{where}dev_size: {d.dev_size:,} would hold out all the {len(train):,} pairs of "
+                    f"{train.source} (no dev set named), leaving none to train on"
+                ],
+            )
         held = subset_indices(train.labels, d.dev_size, config.seed + 1)
         rest = np.setdiff1d(np.arange(len(train)), held)
         dev = train.subset(held, source=f"{train.source} (held-out dev)")
         train = train.subset(rest, source=train.source)
     else:
-        dev = _read_split(config, base, d.dev, d.dev_size, 1, scheme=d.scheme) if d.dev else None
+        dev = (
+            _read_split(config, base, d.dev, d.dev_size, 1, scheme=d.scheme, field=f"{where}dev_size")
+            if d.dev
+            else None
+        )
+    if d.train_size:
+        _check_size(config, f"{where}train_size", d.train_size, train)
     if d.train_size and d.train_size < len(train):
         train = sample_subset(train, d.train_size, config.seed)
     unlabelled = _read_unlabelled(config, base) if d.unlabelled else None
@@ -177,7 +192,9 @@ def load_test_sets(config: StudyConfig, base: Path | None = None) -> dict[str, P
     """The study's test sets by name, as :func:`load_study_data` draws them."""
     d = config.data
     return {
-        name: _read_split(config, base, spec, d.test_size, 2, scheme=_test_scheme(spec, d.scheme))
+        name: _read_split(
+            config, base, spec, d.test_size, 2, scheme=_test_scheme(spec, d.scheme), field="data.test_size"
+        )
         for name, spec in d.test_sets.items()
     }
 
@@ -194,12 +211,26 @@ def _test_scheme(spec: str, scheme: str) -> str:
     return "binary" if dataset_scheme(spec) == "binary" else scheme
 
 
+def _check_size(config: StudyConfig, field: str, size: int, data: PairData) -> None:
+    """Refuse a configured subset ``size`` larger than the pairs it is drawn from."""
+    if size > len(data):
+        raise ConfigError(config.name, [f"{field}: {size:,} is more than the {len(data):,} pairs of {data.source}"])
+
+
 def _read_split(
-    config: StudyConfig, base: Path | None, spec: str, size: int | None, offset: int, scheme: str | None = None
+    config: StudyConfig,
+    base: Path | None,
+    spec: str,
+    size: int | None,
+    offset: int,
+    scheme: str | None = None,
+    field: str | None = None,
 ) -> PairData:
     d = config.data
     path = (base / spec) if base is not None and (base / spec).exists() else None
     data = load_pairs(str(path) if path else spec, scheme=scheme or d.scheme, columns=d.columns)
+    if size and field:
+        _check_size(config, field, size, data)
     return sample_subset(data, size, config.seed + offset) if size and size < len(data) else data
 
 
@@ -351,6 +382,9 @@ class StudyArmRun:
         y_pred = proba.argmax(1)
         k = data.test.scheme.num_labels
         ev = config.evaluation
+        few = few_pairs_note(len(y_true))
+        if few is not None:
+            logger.warning("arm %s: %s", arm.name, few)
         intervals = bootstrap_intervals(
             y_true, y_pred, k, n_resamples=ev.bootstrap_resamples, seed=config.seed, level=ev.confidence
         )
@@ -450,10 +484,16 @@ def run_arm(config: StudyConfig, arm: ArmConfig, data: StudyData, arm_dir: Path,
     return arm.type_.run(StudyArmRun(config, arm, unit_data(config, data, unit), arm_dir, unit))
 
 
+#: The folder of a unit's saved model (every arm saves one: :meth:`StudyArmRun.score`).
+MODEL_FOLDER = "model"
+
+
 def unit_is_done(config: StudyConfig, arm: ArmConfig, unit: Unit, folder: Path) -> bool:
-    """True when the unit's result file exists and was made from this exact arm, data, seed and size."""
+    """True when the unit's result file exists and was made from this exact arm, data, seed and size,
+    and its saved model is beside it (a kill while the model was being replaced leaves none)."""
     path = folder / RESULT_FILE
-    if not path.is_file():
+    model = folder / MODEL_FOLDER
+    if not path.is_file() or not model.is_dir() or not any(model.iterdir()):
         return False
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -465,6 +505,31 @@ def unit_is_done(config: StudyConfig, arm: ArmConfig, unit: Unit, folder: Path) 
 def arm_is_done(config: StudyConfig, arm: ArmConfig, arm_dir: Path) -> bool:
     """True when every unit of the arm (whose folder is ``arm_dir``) is finished and current."""
     return all(unit_is_done(config, arm, u, unit_dir(arm_dir, u, config.single_unit(arm))) for u in config.units(arm))
+
+
+def _thin_training(arm: ArmConfig, train: PairData) -> str | None:
+    """A warning for an arm that trains on a single pair or on pairs of a single label, else None."""
+    present = [train.scheme.labels[i] for i in sorted(set(train.labels.tolist())) if i >= 0]
+    one_label = f"only one label ({present[0]})" if len(present) == 1 else None
+    if len(train) == 1:
+        return f"arm {arm.name}: trains on 1 pair" + (f", of {one_label}" if one_label else "")
+    return f"arm {arm.name}: trains on {one_label}" if one_label else None
+
+
+def _clean_run_folder(config: StudyConfig, out: Path) -> None:
+    """Undo what interrupted writes left in the run folder ``out`` and in the unit folders of the
+    study's arms: temporaries removed, a model folder moved aside by a cut swap put back (only names
+    sizewise's writers make, :func:`sizewise.files.clean_temporaries`)."""
+    if not out.is_dir():
+        return
+    folders = [out]
+    for arm in config.arms:
+        arm_dir = out / arm.name
+        folders.append(arm_dir)
+        folders.extend(unit_folder(config, arm, unit, out) for unit in config.units(arm))
+    cleaned = [f"{folder / name}" for folder in dict.fromkeys(folders) for name in clean_temporaries(folder)]
+    if cleaned:
+        logger.info("cleaned what interrupted writes left: %s", ", ".join(cleaned))
 
 
 def run_study(
@@ -487,6 +552,8 @@ def run_study(
     once that is finished; only this process writes into the output folder."""
     out = Path(output or config.output)
     selected = [a for a in config.arms if arms is None or a.name in arms]
+    if is_main_process():
+        _clean_run_folder(config, out)
     todo: list[tuple[ArmConfig, Unit]] = []
     for arm in selected:
         for unit in config.units(arm):
@@ -516,11 +583,16 @@ def run_study(
             by_data[key] = load_study_data(config, base, arm, tests)
         return by_data[key]
 
+    warned: set[str] = set()
     for arm, unit in todo:
         if arm.type_.uses_unlabelled:  # an unusable pool is refused before any arm trains
             unit_pool(config, unit_data(config, data_of(arm), unit), unit)
         else:
             data_of(arm)
+        warning = _thin_training(arm, unit_data(config, data_of(arm), unit).train)
+        if warning is not None and warning not in warned and is_main_process():
+            warned.add(warning)
+            logger.warning("%s", warning)
 
     if not is_main_process():
         # The other processes of a multi-process launch only help train; rank 0 scores and writes.
@@ -545,8 +617,16 @@ def run_study(
         folder = unit_folder(config, arm, unit, out)
         if len(todo) > 1:
             logger.info("unit %d of %d: arm %s, %s", i, len(todo), arm.name, unit.key)
+        clear_unit(folder)
         _finish(config, out, arm, unit, run_arm(config, arm, data_of(arm), folder, unit))
     return out
+
+
+def clear_unit(folder: Path) -> None:
+    """Make ready to (re)do the unit in ``folder``: its old result goes first, so a kill while it retrains
+    cannot leave the new model beside the old result, marked done; leftovers of interrupted writes go."""
+    (folder / RESULT_FILE).unlink(missing_ok=True)
+    clean_temporaries(folder)
 
 
 def _finish(config: StudyConfig, out: Path, arm: ArmConfig, unit: Unit, result: ArmResult) -> None:

@@ -49,6 +49,7 @@ from sizewise.errors import ConfigError, ModelError
 from sizewise.files import atomic_directory, atomic_write_json
 from sizewise.learners.base import (
     LEARNER_FILE,
+    MODEL_FILES,
     BaseLearner,
     CompositeLearner,
     LearnerConfig,
@@ -202,7 +203,7 @@ class CompressedLearner(BaseLearner):
         if is_onnx(model):
             self._save_onnx(directory, model)
             return
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, owner=MODEL_FILES) as tmp:
             with float_twins(model) as qweights:
                 # The base learner writes its own folder (vocabulary / tokenizer, configs); its
                 # float weights are replaced by the compressed file below.
@@ -226,7 +227,7 @@ class CompressedLearner(BaseLearner):
         """An onnxruntime-quantized transformer: the ONNX file, and the base learner's folder without
         its network (tokenizer + settings) in base/."""
         base = self.base_
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, owner=MODEL_FILES) as tmp:
             base.save(tmp / BASE_FOLDER, network=False)
             (tmp / ONNX_FILE).write_bytes(model.onnx_bytes)
             meta = saved_meta(

@@ -43,6 +43,7 @@ from sizewise.errors import ModelError
 from sizewise.files import atomic_directory, atomic_write_json
 from sizewise.learners.base import (
     LEARNER_FILE,
+    MODEL_FILES,
     CompositeLearner,
     LearnerConfig,
     check_is_fitted,
@@ -417,7 +418,7 @@ class EnsembleLearner(CompositeLearner):
     def save(self, directory: str | Path) -> None:
         """Write ``learner.json`` and one sub-folder per member (atomically, as a whole)."""
         check_is_fitted(self)
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, owner=MODEL_FILES) as tmp:
             names = []
             for i, member in enumerate(self.learners_):
                 name = f"member_{i:03d}"

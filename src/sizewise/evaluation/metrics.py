@@ -44,8 +44,11 @@ def _roc_auc_macro(y_true: NDArray[np.int64], proba: NDArray[np.float64], k: int
 def compute_metrics(y_true: ArrayLike, proba: ArrayLike, num_labels: int) -> dict[str, float | None]:
     """The poster's six metrics of predicted probabilities ``proba`` [n, k] against ``y_true`` [n].
 
-    Predictions are the argmax of each row. Averages run over all ``num_labels`` classes, and a
-    class that is never predicted (or never true) scores 0 rather than raising. ``roc_auc_macro``
+    Predictions are the argmax of each row. Macro averages run over the classes that occur in the
+    set, as true or as predicted labels: a class that is never predicted (or never true) scores 0
+    rather than raising, and a class that is neither is left out, as it is in every resample of
+    :func:`~sizewise.evaluation.stats.bootstrap_intervals` (so the estimate and its interval measure
+    the same thing; on a set with every class, the classes are all ``num_labels``). ``roc_auc_macro``
     is ``None`` where it is undefined: a class absent from ``y_true``.
     """
     k = int(num_labels)
@@ -58,7 +61,7 @@ def compute_metrics(y_true: ArrayLike, proba: ArrayLike, num_labels: int) -> dic
     if y.shape[0] == 0:
         raise ValueError("cannot compute metrics on zero rows")
     pred = p.argmax(axis=1)
-    labels = list(range(k))
+    labels = sorted({*y.tolist(), *pred.tolist()})
     prf = {"labels": labels, "zero_division": 0}
     return {
         "accuracy": float(skm.accuracy_score(y, pred)),

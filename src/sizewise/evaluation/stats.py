@@ -21,6 +21,17 @@ from sizewise.evaluation.metrics import class_indices
 
 IntArray = NDArray[np.int64]
 
+#: Below this many test pairs a percentile bootstrap says little (a handful of distinct resamples):
+#: the intervals are still computed, and flagged where they are shown (:func:`few_pairs_note`).
+FEW_PAIRS = 30
+
+
+def few_pairs_note(n: int) -> str | None:
+    """A warning for intervals from ``n`` test pairs when that is under :data:`FEW_PAIRS`, else None."""
+    if n >= FEW_PAIRS:
+        return None
+    return f"only {n:,} test pair{'s' if n != 1 else ''}: the intervals are rough (a bootstrap needs {FEW_PAIRS}+)"
+
 
 def _accuracy_from_counts(cm: NDArray[np.int64]) -> NDArray[np.float64]:
     """Accuracy of each confusion matrix in a stack [..., k, k]."""
@@ -33,8 +44,8 @@ def _f1_macro_from_counts(cm: NDArray[np.int64]) -> NDArray[np.float64]:
 
     A class with no true and no predicted rows in a resample is left out of that resample's mean,
     as scikit-learn's ``f1_score(average="macro")`` does without ``labels``; otherwise a small set
-    that happens to miss a class would be scored as if the model had failed on it. Where every
-    class occurs in the full set this equals ``compute_metrics``'s ``f1_macro``.
+    that happens to miss a class would be scored as if the model had failed on it. ``compute_metrics``
+    averages its ``f1_macro`` the same way, so an estimate and its interval measure the same thing.
     """
     tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(np.float64)
     denom = cm.sum(axis=-1) + cm.sum(axis=-2)  # 2tp + fp + fn

@@ -21,6 +21,9 @@ from sizewise.errors import ConfigError, ModelError
 from sizewise.files import read_json_file
 
 LEARNER_FILE = "learner.json"
+#: Files that mark a folder as a model sizewise saved (a learner's, or a study's majority baseline's):
+#: only such a folder (or an empty one) is replaced by a new model.
+MODEL_FILES = (LEARNER_FILE, "majority.json")
 
 
 class LearnerConfig(BaseModel):

@@ -23,6 +23,7 @@ from sizewise.errors import ModelError
 from sizewise.files import atomic_directory, atomic_write_json
 from sizewise.learners.base import (
     LEARNER_FILE,
+    MODEL_FILES,
     LearnerConfig,
     check_is_fitted,
     check_training_data,
@@ -203,7 +204,7 @@ class BiLSTMLearner(NetworkLearner):
         """Write ``model.safetensors``, ``vocab.json`` and ``learner.json`` (atomically); ``network=False``
         leaves the weights out, for a caller that stores them its own way."""
         check_is_fitted(self)
-        with atomic_directory(directory) as tmp:
+        with atomic_directory(directory, owner=MODEL_FILES) as tmp:
             if network:
                 state = {k: v.detach().cpu().contiguous() for k, v in self.network_.state_dict().items()}
                 save_file(state, str(tmp / _WEIGHTS_FILE))

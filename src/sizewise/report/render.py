@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from sizewise.arms.registry import ArmType, arm_type_names, find_arm_type
 from sizewise.errors import SizewiseError
-from sizewise.files import atomic_write_text
+from sizewise.files import output_error
 from sizewise.report.budgets import (
     LEARNING_CURVE_PNG,
     budget_verdict,
@@ -41,19 +45,80 @@ TRADEOFF_ALTS = [
 ]
 
 
-def load_results(run_dir: str | Path, order: list[str] | None = None) -> list[ArmResult]:
+logger = logging.getLogger(__name__)
+
+#: The study file as last run, which a study run leaves in its run folder.
+STUDY_RECORD = "study.json"
+
+
+def load_results(run_dir: str | Path, order: list[str] | None = None, *, log_ignored: bool = False) -> list[ArmResult]:
     """One result per arm folder of ``run_dir`` (its ``result.json``, or its units' combined by
-    :func:`sizewise.seeds.summarize_arm`), in ``order`` when given (else by arm name)."""
+    :func:`sizewise.seeds.summarize_arm`), in ``order`` when given (else by arm name). Where the run
+    folder holds the study as last run (``study.json``), only that study's arms and units (seeds,
+    sizes) are read: results left by arms or units the study no longer has are ignored (listed in one
+    log line with ``log_ignored``), never deleted."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise SizewiseError(f"{run_dir}: no such run folder")
-    results = [load_arm(folder) for folder in sorted(run_dir.iterdir()) if _unit_files(folder)]
+    scope = _study_scope(study_record(run_dir))
+    results, ignored = [], []
+    for folder in sorted(run_dir.iterdir()):
+        files = _unit_files(folder)
+        if not files:
+            continue
+        if scope is not None:
+            kept = _current_files(folder, scope)
+            ignored += [str(f.parent.relative_to(run_dir)) for f in _all_unit_files(folder) if f not in kept]
+            files = kept
+        if files:
+            results.append(_read_arm(folder, files))
+    if ignored and log_ignored:
+        logger.info(
+            "ignored results of arms or units not in %s (the study as last run): %s", STUDY_RECORD, ", ".join(ignored)
+        )
     if not results:
         raise SizewiseError(f"{run_dir}: no */{RESULT_FILE} files; run `sizewise study run` first")
     if order:
         rank = {name: i for i, name in enumerate(order)}
         results.sort(key=lambda r: rank.get(r.arm, len(rank)))
     return results
+
+
+def _study_scope(record: dict[str, Any] | None) -> dict[str, tuple[bool, set[str]] | None] | None:
+    """The arms of the study ``record`` (study.json), each with whether it trains once (its result in
+    its own folder) and its unit folder names; None for an arm whose units cannot be told (the record
+    does not parse here), and None without a record."""
+    if record is None:
+        return None
+    from sizewise.config import StudyConfig
+
+    try:
+        config = StudyConfig.model_validate(record)
+    except Exception:  # a record of another version, or an arm type not imported: arms by name alone
+        arms = record.get("arms")
+        names = [a.get("name") for a in arms if isinstance(a, dict)] if isinstance(arms, list) else []
+        return {name: None for name in names if isinstance(name, str)} or None
+    return {arm.name: (config.single_unit(arm), {u.key for u in config.units(arm)}) for arm in config.arms}
+
+
+def _all_unit_files(arm_dir: Path) -> list[Path]:
+    """Every result file of an arm folder: its own and its unit folders'."""
+    files = [p / RESULT_FILE for p in sorted(arm_dir.iterdir()) if Unit.parse(p.name) is not None]
+    return [f for f in [arm_dir / RESULT_FILE, *files] if f.is_file()]
+
+
+def _current_files(arm_dir: Path, scope: dict[str, tuple[bool, set[str]] | None]) -> list[Path]:
+    """The result files of ``arm_dir`` that belong to the study ``scope`` (see :func:`_study_scope`)."""
+    if arm_dir.name not in scope:
+        return []
+    units = scope[arm_dir.name]
+    if units is None:
+        return _unit_files(arm_dir)
+    single, keys = units
+    if single:
+        own = arm_dir / RESULT_FILE
+        return [own] if own.is_file() else []
+    return [f for f in (arm_dir / key / RESULT_FILE for key in sorted(keys)) if f.is_file()]
 
 
 def _unit_files(arm_dir: Path) -> list[Path]:
@@ -87,6 +152,11 @@ def load_arm(path: str | Path, arm: str | None = None) -> ArmResult:
     files = _unit_files(path) if path.is_dir() else [path]
     if not files:
         raise ResultError(f"{path / RESULT_FILE}: no such result file")
+    return _read_arm(path, files)
+
+
+def _read_arm(path: Path, files: list[Path]) -> ArmResult:
+    """The result of the arm at ``path`` from its result ``files`` (several units combined)."""
     units = [ArmResult.read(f) for f in files]
     for f, result in zip(files, units, strict=True):
         if find_arm_type(result.arm_type) is None:
@@ -278,31 +348,56 @@ def render_markdown(results: list[ArmResult], baseline: str, images: dict[str, b
 
 
 def study_record(run_dir: Path) -> dict[str, Any] | None:
-    """The study.json a study run leaves in its folder (arm order, baseline), if readable."""
+    """The study.json a study run leaves in its folder (arms, units, baseline), if readable."""
     try:
-        record = json.loads((run_dir / "study.json").read_text(encoding="utf-8"))
+        record = json.loads((run_dir / STUDY_RECORD).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return record if isinstance(record, dict) else None
 
 
 def write_report(run_dir: str | Path, *, baseline: str | None = None, order: list[str] | None = None) -> Path:
-    """Write ``report.md``, ``report.html`` and their PNGs into ``run_dir``; returns the Markdown path."""
+    """Write ``report.md``, ``report.html`` and their PNGs into ``run_dir``; returns the Markdown path.
+
+    Every result file is read and checked first, and the report is rendered whole in a temporary folder
+    beside them and only then moved into place: a bad result file is one error and rewrites nothing."""
     run_dir = Path(run_dir)
     study = study_record(run_dir)
     if order is None and study:
-        order = [a["name"] for a in study.get("arms", [])]
-    results = load_results(run_dir, order)
+        order = [a["name"] for a in study.get("arms", []) if isinstance(a, dict)]
+    results = load_results(run_dir, order, log_ignored=True)
     baseline = baseline or (study or {}).get("evaluation", {}).get("baseline") or results[0].arm
-    images = {SIZE_CURVE_PNG: plot_size_curves(results, run_dir / SIZE_CURVE_PNG)}
-    for file, field, label, log, lower in TRADEOFFS:
-        images[file] = plot_tradeoff(results, field, label, run_dir / file, log=log, lower_is_better=lower)
-    images[CONFUSION_PNG] = plot_confusions(results, run_dir / CONFUSION_PNG)
-    images[LEARNING_CURVE_PNG] = plot_learning_curves(results, run_dir / LEARNING_CURVE_PNG)
-    for arm_type in arm_types_of(results):
-        images.update(arm_type.draw(results, run_dir))
-    doc = build_document(results, baseline, images)
-    atomic_write_text(run_dir / "report.html", to_html(doc, run_dir))
-    path = run_dir / "report.md"
-    atomic_write_text(path, to_markdown(doc))
-    return path
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=".report.", suffix=".tmp", dir=run_dir))
+    except OSError as exc:
+        raise output_error(run_dir / "report.md", exc) from None
+    try:
+        images = {SIZE_CURVE_PNG: plot_size_curves(results, stage / SIZE_CURVE_PNG)}
+        for file, field, label, log, lower in TRADEOFFS:
+            images[file] = plot_tradeoff(results, field, label, stage / file, log=log, lower_is_better=lower)
+        images[CONFUSION_PNG] = plot_confusions(results, stage / CONFUSION_PNG)
+        images[LEARNING_CURVE_PNG] = plot_learning_curves(results, stage / LEARNING_CURVE_PNG)
+        for arm_type in arm_types_of(results):
+            images.update(arm_type.draw(results, stage))
+        doc = build_document(results, baseline, images)
+        (stage / "report.html").write_text(to_html(doc, stage), encoding="utf-8")
+        (stage / "report.md").write_text(to_markdown(doc), encoding="utf-8")
+        for made in sorted(stage.iterdir(), key=lambda p: p.name == "report.md"):  # report.md last
+            if made.name.startswith("."):
+                continue
+            try:
+                os.chmod(made, 0o666 & ~_umask())
+                os.replace(made, run_dir / made.name)
+            except OSError as exc:
+                raise output_error(run_dir / made.name, exc) from None
+    except OSError as exc:
+        raise output_error(run_dir / "report.md", exc) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return run_dir / "report.md"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

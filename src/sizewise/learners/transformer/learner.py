@@ -29,6 +29,7 @@ from sizewise.errors import ConfigError, ModelError
 from sizewise.files import atomic_directory, atomic_write_json
 from sizewise.learners.base import (
     LEARNER_FILE,
+    MODEL_FILES,
     check_is_fitted,
     check_scheme,
     check_training_data,
@@ -286,7 +287,7 @@ class TransformerLearner(NetworkLearner):
         """Write the model (or adapter), the tokenizer and ``learner.json`` (atomically; no pickle);
         ``network=False`` leaves the network out, for a caller that stores it its own way."""
         check_is_fitted(self)
-        with atomic_directory(directory) as tmp, quiet_transformers():
+        with atomic_directory(directory, owner=MODEL_FILES) as tmp, quiet_transformers():
             if network and self.config.mode == "full":
                 # transformers 5 writes safetensors only (config.json + model.safetensors).
                 self.network_.save_pretrained(tmp)
