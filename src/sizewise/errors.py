@@ -53,4 +53,8 @@ class ConfigError(SizewiseError):
 
 
 class ModelError(SizewiseError):
-    """A saved model folder is missing, incomplete or of an unknown kind."""
+    """A saved model folder is missing, incomplete, corrupt or of an unknown kind. The message is one
+    line whatever it quotes (a library's report, a value read from the folder)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split("\n")).strip())
