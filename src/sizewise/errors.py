@@ -49,7 +49,8 @@ class ConfigError(SizewiseError):
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
         self.problems = list(problems)
-        super().__init__(f"{source}: " + "; ".join(self.problems))
+        # One line, whatever a problem quotes (a key or value of the file may hold a line break).
+        super().__init__(f"{source}: " + "; ".join(self.problems).replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class ModelError(SizewiseError):
