@@ -213,3 +213,13 @@ def test_a_file_that_cannot_be_read_is_one_model_error_even_as_root(
     monkeypatch.setattr(Path, "read_text", refuse)
     with pytest.raises(ModelError, match="vocab.json: cannot read \\(Permission denied\\)"):
         load_learner(folder)
+
+
+def test_a_compressed_model_naming_modules_it_lacks_is_one_model_error(tmp_path: Path) -> None:
+    from conftest import TINY_SETTINGS
+
+    folder = tmp_path / "compressed"
+    create_learner({"kind": "compressed", **TINY_SETTINGS["compressed"]}).fit(dozen_pairs()).save(folder)
+    _set("quantized_modules", ["encoder", "no.such.module"])(folder)
+    with pytest.raises(ModelError, match="quantized_modules: .* do not match the saved weights"):
+        load_learner(folder)
