@@ -227,3 +227,27 @@ def tiny_tsv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         lines = ["premise\thypothesis\tlabel", *_snli_rows(source, n)]
         (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
+
+
+# --- saved model folders (for tests that change them: copy first) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def saved_bilstm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BiLSTM trained on the dozen pairs and saved; copy it before changing it."""
+    from sizewise.learners import create_learner
+
+    folder = tmp_path_factory.mktemp("saved") / "bilstm"
+    create_learner(dict(TINY_BILSTM, epochs=1)).fit(dozen_pairs()).save(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def saved_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ensemble of two BiLSTMs, saved; copy it before changing it."""
+    from sizewise.learners import create_learner
+
+    folder = tmp_path_factory.mktemp("saved") / "ensemble"
+    spec = {"kind": "ensemble", "n_learners": 2, "base": dict(TINY_BILSTM, epochs=1)}
+    create_learner(spec).fit(dozen_pairs()).save(folder)
+    return folder

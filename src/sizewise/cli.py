@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +21,7 @@ from sizewise import __version__
 from sizewise.config import load_study, load_yaml
 from sizewise.data.catalog import fetch_dataset, load_pairs
 from sizewise.data.info import describe, format_description
-from sizewise.data.io import read_pairs
+from sizewise.data.io import parse_pairs, read_pairs
 from sizewise.data.sampling import sample_subset
 from sizewise.distributed import is_main_process
 from sizewise.errors import ConfigError, SizewiseError
@@ -401,22 +400,25 @@ def predict(
     model_dir: Annotated[Path, typer.Argument(help="A saved model folder.")],
     source: Annotated[str, typer.Argument(help="Pairs to label: a file, or - for standard input.")] = "-",
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of stdout.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Input format for stdin: tsv, csv or jsonl.")] = "tsv",
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="Input format: tsv, csv or jsonl. Default: from the file name; tsv for standard input."
+        ),
+    ] = None,
 ) -> None:
     """Label pairs: one line per pair with the label and every class probability (TSV)."""
 
+    if output is not None and output.is_dir():
+        raise SizewiseError(f"{output}: is a folder; name a file to write the predictions to (-o FILE)")
     if output is not None:
         check_writable(output)  # before any predicting
     meta = read_learner_meta(model_dir)
     model = load_learner(model_dir)
     if source == "-":
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"stdin.{fmt}"
-            path.write_bytes(sys.stdin.buffer.read())
-            pairs = read_pairs(path, meta["scheme"], fmt=fmt, require_labels=False)
-            pairs.source = "<stdin>"
+        pairs = parse_pairs(sys.stdin.buffer.read(), "<stdin>", meta["scheme"], fmt=fmt or "tsv", require_labels=False)
     else:
-        pairs = read_pairs(source, meta["scheme"], require_labels=False)
+        pairs = read_pairs(source, meta["scheme"], fmt=fmt, require_labels=False)
     proba = model.predict_proba(pairs)
     labels = model.labels_
     lines = ["\t".join(["label", *(f"p_{name}" for name in labels)])]
@@ -426,7 +428,10 @@ def predict(
     if output is None:
         sys.stdout.write(text)
     else:
-        atomic_write_text(output, text)
+        try:
+            atomic_write_text(output, text)
+        except OSError as exc:
+            raise SizewiseError(f"{output}: cannot write the predictions ({exc.strerror or exc})") from None
         err.print(f"wrote {len(pairs):,} predictions to {output}")
 
 

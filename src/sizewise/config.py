@@ -553,7 +553,7 @@ def parse_study(raw: Any, source: str = "<study>", base: Path | None = None) -> 
             problems.append(f"arms: {name!r} is made by a sweep and is also the name of another arm")
         seen |= set(names)
     baseline = raw.get("evaluation", {}).get("baseline") if isinstance(raw.get("evaluation"), dict) else None
-    if baseline is not None and baseline not in seen:
+    if isinstance(baseline, str) and baseline not in seen:  # another type is StudyConfig's problem
         problems.append(f"evaluation.baseline: {baseline!r} is not the name of an arm")
     problems.extend(_data_spec_problems(raw, base or Path.cwd()))
     if problems or config is None:

@@ -49,7 +49,8 @@ class ConfigError(SizewiseError):
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
         self.problems = list(problems)
-        super().__init__(f"{source}: " + "; ".join(self.problems))
+        # One line, whatever a problem quotes (a key or value of the file may hold a line break).
+        super().__init__(f"{source}: " + "; ".join(self.problems).replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class OutputError(SizewiseError):
@@ -58,7 +59,11 @@ class OutputError(SizewiseError):
 
 
 class ModelError(SizewiseError):
-    """A saved model folder is missing, incomplete or of an unknown kind."""
+    """A saved model folder is missing, incomplete, corrupt or of an unknown kind. The message is one
+    line whatever it quotes (a library's report, a value read from the folder)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split("\n")).strip())
 
 
 class RunError(SizewiseError):

@@ -266,7 +266,12 @@ class CompressedLearner(BaseLearner):
         names = meta.get("quantized_modules") or []
         if names:
             model.to("cpu")  # int8 kernels run on the CPU only
-            install_quantized(model, names, {k: v for k, v in state.items() if v.is_quantized})
+            try:
+                install_quantized(model, list(names), {k: v for k, v in state.items() if v.is_quantized})
+            except (AttributeError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+                raise ModelError(
+                    f"{directory / LEARNER_FILE}: quantized_modules: {names!r} do not match the saved weights ({exc})"
+                ) from None
         config = _config_from_meta(dict(meta.get("config", {})), base, directory)
         learner = cls._wrap(base, list(meta.get("transforms", [])), config)
         if learner.scheme_.name != scheme_from_meta(meta).name:
@@ -287,8 +292,15 @@ class CompressedLearner(BaseLearner):
         counts = {"total": int(params.get("total", 0)), "nonzero": int(params.get("nonzero", 0))}
         inputs = list(meta.get("onnx_inputs") or ["input_ids", "attention_mask"])
         network = OnnxClassifier((directory / ONNX_FILE).read_bytes(), inputs, model_config, counts)
+        try:
+            network._session_for_now()  # a broken graph fails here, not at the first prediction
+        except Exception as exc:  # onnxruntime's errors have no common base class of their own
+            raise ModelError(f"{directory / ONNX_FILE}: not a readable ONNX model ({exc})") from None
         # The base learner reads its settings and tokenizer from base/; the ONNX session is its network.
-        base = learner_class(base_meta["kind"]).load(directory / BASE_FOLDER, network=network)
+        kind = base_meta["kind"]
+        if kind not in learner_kinds() or not issubclass(learner_class(kind), NetworkLearner):
+            raise ModelError(f"{directory / BASE_FOLDER / LEARNER_FILE}: kind {kind!r} cannot hold an ONNX network")
+        base = learner_class(kind).load(directory / BASE_FOLDER, network=network)
         config = _config_from_meta(meta.get("config", {}), base, directory)
         learner = cls._wrap(base, list(meta.get("transforms", [])), config)
         if learner.scheme_.name != scheme_from_meta(meta).name:

@@ -1,7 +1,7 @@
 """Pair data: reading and validating files, named datasets, label schemes, sampling."""
 
 from sizewise.data.catalog import DATASETS, DatasetInfo, data_home, fetch_dataset, load_dataset, load_pairs
-from sizewise.data.io import read_pairs
+from sizewise.data.io import parse_pairs, read_pairs
 from sizewise.data.labels import BINARY, NLI3, SCHEMES, LabelScheme, get_scheme
 from sizewise.data.pairs import PairData
 
@@ -18,5 +18,6 @@ __all__ = [
     "get_scheme",
     "load_dataset",
     "load_pairs",
+    "parse_pairs",
     "read_pairs",
 ]

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,10 @@ FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".
 _GZIP_MAGIC = b"\x1f\x8b"
 _UNLABELLED = -1
 _SKIP = -2  # a no-consensus label ("-"): the row is left out and counted
+#: Characters a text may not hold: the C0 controls but tab, line feed and carriage return (which a
+#: quoted CSV field or a JSON string may hold), and DEL. NUL is the usual sign of a UTF-16 file or
+#: binary data read as text; the others (escape sequences, bells) are not sentence text either.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def infer_format(path: str | os.PathLike[str]) -> str:
@@ -62,23 +67,63 @@ def read_pairs(
     names; ``fmt`` overrides the format inferred from the suffix. Rows whose label is SNLI's
     no-consensus ``-`` are left out and counted in ``PairData.skipped``. With
     ``require_labels=False`` (prediction input) a missing label column, an empty label or ``-``
-    gives label -1 and every row is kept. Raises :class:`DataError` listing every problem found.
+    gives label -1 and every row is kept. A text holding a control character other than tab, line
+    feed or carriage return (NUL, escape, ...) is a bad row. Raises :class:`DataError` listing every
+    problem found.
     """
     label_scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
     names = _column_names(columns)
     name = str(path)
-    if fmt is not None:
-        fmt = FORMATS.get("." + fmt.lower().lstrip("."), fmt.lower())
-        if fmt not in set(FORMATS.values()):
-            raise ConfigError("read_pairs", [f"unknown format {fmt!r}; choose one of tsv, csv, jsonl"])
+    fmt = _check_format(fmt)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{name}: is a folder, not a file") from None
+    except OSError as exc:
+        raise DataError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    text, problems, bad_lines = _decode(raw, name)
+    fmt = fmt or infer_format(path)
+    return _parse_text(text, problems, bad_lines, name, label_scheme, fmt, names, require_labels)
 
-    text, problems, bad_lines = _read_text(path, name)
-    if fmt is None:
-        fmt = infer_format(path)
+
+def parse_pairs(
+    raw: bytes,
+    name: str,
+    scheme: str | LabelScheme = "nli3",
+    *,
+    fmt: str,
+    columns: dict[str, str] | None = None,
+    require_labels: bool = True,
+) -> PairData:
+    """Validate the bytes of a pair file (gzip-compressed or not) in format ``fmt``, as
+    :func:`read_pairs` does; ``name`` stands for the file in messages and as the data's source
+    (``<stdin>`` for standard input)."""
+    label_scheme = get_scheme(scheme) if isinstance(scheme, str) else scheme
+    names = _column_names(columns)
+    fmt = _check_format(fmt) or "tsv"
+    text, problems, bad_lines = _decode(raw, name)
+    return _parse_text(text, problems, bad_lines, name, label_scheme, fmt, names, require_labels)
+
+
+def _parse_text(
+    text: str,
+    problems: list[str],
+    bad_lines: set[int],
+    name: str,
+    label_scheme: LabelScheme,
+    fmt: str,
+    names: dict[str, str],
+    require_labels: bool,
+) -> PairData:
     if not text.strip():
         raise DataError(problems or [f"{name}: file is empty"])
 
     reader = _Rows(name, label_scheme, names, require_labels, problems, bad_lines)
+    # The common case: one fast scan of the text finds no control character, and no row is checked
+    # for them (a JSON string may hold one escaped: \u0000).
+    reader.check_controls = _CONTROL.search(text) is not None or (fmt == "jsonl" and "\\u" in text)
     if fmt == "jsonl":
         reader.read_jsonl(text)
     else:
@@ -102,6 +147,16 @@ def read_pairs(
     return data
 
 
+def _check_format(fmt: str | None) -> str | None:
+    """``fmt`` as one of tsv, csv, jsonl (a suffix such as ``.json`` names its format); None stays None."""
+    if fmt is None:
+        return None
+    known = FORMATS.get("." + fmt.lower().lstrip("."), fmt.lower())
+    if known not in set(FORMATS.values()):
+        raise ConfigError("read_pairs", [f"unknown format {fmt!r}; choose one of tsv, csv, jsonl"])
+    return known
+
+
 def _column_names(columns: dict[str, str] | None) -> dict[str, str]:
     names = {f: f for f in FIELDS}
     if columns:
@@ -112,17 +167,13 @@ def _column_names(columns: dict[str, str] | None) -> dict[str, str]:
     return names
 
 
-def _read_text(path: str | os.PathLike[str], name: str) -> tuple[str, list[str], set[int]]:
-    """The decoded text of a file, plus one problem per undecodable line and those line numbers."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{name}: is a folder, not a file") from None
-    except OSError as exc:
-        raise DataError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    if raw[:2] == _GZIP_MAGIC or name.lower().endswith(".gz"):
+def _is_gzip(raw: bytes, name: str) -> bool:
+    return raw[:2] == _GZIP_MAGIC or name.lower().endswith(".gz")
+
+
+def _decode(raw: bytes, name: str) -> tuple[str, list[str], set[int]]:
+    """The decoded text of a file's bytes, plus one problem per undecodable line and those line numbers."""
+    if _is_gzip(raw, name):
         if not raw:
             raise DataError(f"{name}: file is empty")
         try:
@@ -170,6 +221,8 @@ class _Rows:
         self.hypotheses: list[str] = []
         self.labels: list[int] = []
         self.skipped = 0
+        #: Whether the text holds a control character somewhere, so that each text must be checked.
+        self.check_controls = True
         self._label_cache: dict[str, int | None] = {}
         self._choices = ", ".join(scheme.labels)
 
@@ -178,12 +231,16 @@ class _Rows:
         if line in self.bad_lines:
             return  # already reported as undecodable
         ok = True
-        if not premise.strip():
-            self.problems.append(f"{self.name} line {line}: premise: empty text")
-            ok = False
-        if not hypothesis.strip():
-            self.problems.append(f"{self.name} line {line}: hypothesis: empty text")
-            ok = False
+        for field, text in (("premise", premise), ("hypothesis", hypothesis)):
+            if not text.strip():
+                self.problems.append(f"{self.name} line {line}: {field}: empty text")
+                ok = False
+            elif self.check_controls and (found := _CONTROL.search(text)) is not None:
+                self.problems.append(
+                    f"{self.name} line {line}: {field}: control character {_codepoint(found.group())} "
+                    f"at character {found.start() + 1} of the text"
+                )
+                ok = False
         y = self._label(line, label)
         if y is None or not ok:
             return
@@ -287,11 +344,18 @@ class _Rows:
                 self.add(line, values[0] or "", values[1] or "", values[2])
 
 
+def _codepoint(char: str) -> str:
+    """``U+0000 (NUL)``: a control character as it can be named in a message."""
+    names = {0: "NUL", 7: "BEL", 8: "backspace", 0x1B: "escape", 0x7F: "DEL"}
+    code = ord(char)
+    return f"U+{code:04X}" + (f" ({names[code]})" if code in names else "")
+
+
 def _excerpt(raw: str, limit: int = 40) -> str:
-    """A field's value fit for a one-line message: whitespace runs as one space, cut at ``limit``
-    characters and marked ``…`` (a shifted column can put a whole sentence, or a quoted newline, in
-    the label field)."""
-    text = " ".join(raw.split())
+    """A field's value fit for a one-line message: whitespace runs as one space, control characters
+    as ``\\xNN``, cut at ``limit`` characters and marked ``…`` (a shifted column can put a whole
+    sentence, or a quoted newline, in the label field)."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", " ".join(raw.split()))
     return text if len(text) <= limit else text[:limit].rstrip() + "…"
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -49,8 +50,10 @@ from sizewise.learners.base import (
     check_is_fitted,
     check_scheme,
     check_training_data,
+    learner_from_meta,
     learner_spec_problems,
     load_learner,
+    member_folder,
     read_learner_meta,
     register_learner,
     saved_meta,
@@ -432,13 +435,22 @@ class EnsembleLearner(CompositeLearner):
         """Read a folder written by :meth:`save`."""
         directory = Path(directory)
         meta = read_learner_meta(directory)
-        learner = cls(**meta.get("config", {}))
+        learner = learner_from_meta(cls, directory, dict(meta.get("config", {})))
         learner.scheme_ = scheme_from_meta(meta)
         names = meta.get("members") or []
         weights = meta.get("weights") or []
-        if not names or len(names) != len(weights):
-            raise ModelError(f"{directory / LEARNER_FILE}: 'members' and 'weights' must be equally long and non-empty")
-        learner.learners_ = [load_learner(directory / name) for name in names]
+        path = directory / LEARNER_FILE
+        if not isinstance(names, list) or not isinstance(weights, list) or not names or len(names) != len(weights):
+            raise ModelError(f"{path}: 'members' and 'weights' must be equally long and non-empty lists")
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for w in weights):
+            raise ModelError(f"{path}: weights: every weight must be a finite number")
+        folders = [member_folder(directory, name, f"members[{i}]") for i, name in enumerate(names)]
+        learner.learners_ = [load_learner(folder) for folder in folders]
+        for folder, member in zip(folders, learner.learners_):
+            if member.scheme_.name != learner.scheme_.name:
+                raise ModelError(
+                    f"{folder}: the member predicts {member.scheme_.name!r}, the ensemble {learner.scheme_.name!r}"
+                )
         learner.weights_ = np.asarray(weights, dtype=np.float64)
         learner.monitor_probas_ = []
         learner.member_histories_ = [getattr(m, "history_", []) for m in learner.learners_]

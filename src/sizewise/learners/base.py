@@ -17,7 +17,7 @@ from sizewise import __version__
 from sizewise.builtins import LEARNER_KINDS, import_all, lookup
 from sizewise.data.labels import SCHEMES, LabelScheme
 from sizewise.data.pairs import PairData
-from sizewise.errors import ConfigError, ModelError
+from sizewise.errors import ConfigError, ModelError, summarise_problems
 from sizewise.files import read_json_file
 
 LEARNER_FILE = "learner.json"
@@ -216,24 +216,67 @@ def create_learner(spec: dict[str, Any]) -> Learner:
 
 
 def read_learner_meta(directory: str | Path) -> dict[str, Any]:
-    """The JSON metadata of a saved learner; a clear ModelError when the folder is not one."""
+    """The JSON metadata of a saved learner; a clear ModelError when the folder is not one, or when its
+    ``kind``, ``scheme`` or ``config`` is not of the kind every saved learner has."""
     path = Path(directory) / LEARNER_FILE
     if not path.is_file():
         raise ModelError(f"{directory}: not a saved sizewise model (no {LEARNER_FILE})")
-    meta = read_json_file(path, ModelError, "JSON file")
+    try:
+        meta = read_json_file(path, ModelError, "JSON file")
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not isinstance(meta, dict) or "kind" not in meta:
         raise ModelError(f"{path}: field 'kind' is missing")
+    if not isinstance(meta["kind"], str):
+        raise ModelError(f"{path}: kind: expected a string, found {type(meta['kind']).__name__}")
+    if not isinstance(meta.get("scheme"), str) or meta["scheme"] not in SCHEMES:
+        raise ModelError(f"{path}: scheme: {meta.get('scheme')!r} is not one of {', '.join(SCHEMES)}")
+    if not isinstance(meta.get("config", {}), dict):
+        raise ModelError(f"{path}: config: expected a mapping of settings, found {type(meta['config']).__name__}")
     return meta
 
 
+def learner_from_meta(cls: type, directory: str | Path, settings: dict[str, Any], **overrides: Any) -> Any:
+    """``cls(**settings, **overrides)`` for the ``config`` of a saved learner: a setting of a wrong type,
+    out of range or unknown to ``cls``'s kind is a ModelError naming ``learner.json`` and the setting."""
+    path = Path(directory) / LEARNER_FILE
+    try:
+        return cls(**settings, **overrides)
+    except ValidationError as exc:
+        raise ModelError(f"{path}: {summarise_problems(format_validation_error(exc, 'config'))}") from None
+    except ConfigError as exc:
+        raise ModelError(f"{path}: config: {'; '.join(exc.problems)}") from None
+
+
+def member_folder(directory: str | Path, name: Any, field: str) -> Path:
+    """The folder ``name`` inside ``directory`` that a saved learner names in its ``field`` (an ensemble's
+    member): a plain folder name whose real path, links followed, stays inside ``directory``."""
+    directory = Path(directory)
+    where = f"{directory / LEARNER_FILE}: {field}"
+    if not isinstance(name, str):
+        raise ModelError(f"{where}: expected a folder name, found {type(name).__name__}")
+    if name in ("", ".", "..") or "/" in name or "\\" in name or "\x00" in name or Path(name).is_absolute():
+        raise ModelError(f"{where}: {name!r} is not the name of a folder inside the model folder")
+    folder = directory / name
+    if not folder.resolve().is_relative_to(directory.resolve()):
+        raise ModelError(f"{where}: {name!r} leads outside the model folder")
+    return folder
+
+
 def load_learner(directory: str | Path) -> Learner:
-    """Load any saved learner; the kind is read from its ``learner.json``."""
+    """Load any saved learner; the kind is read from its ``learner.json``. Loading reads only files
+    inside ``directory`` (and an adapter's base model), safetensors and JSON, and never runs code from
+    it; whatever is missing, unreadable or corrupt is a one-line :class:`ModelError`."""
     meta = read_learner_meta(directory)
     kind = meta["kind"]
     entry = _entry(kind)
     if entry is None:
         raise ModelError(f"{directory}: unknown learner kind {kind!r} (known: {', '.join(learner_kinds())})")
-    return entry.cls.load(directory)
+    try:
+        return entry.cls.load(directory)
+    except OSError as exc:  # a file of the folder that cannot be read (permissions, a folder in its place)
+        what = f"{exc.filename}: " if exc.filename else f"{directory}: "
+        raise ModelError(f"{what}cannot read ({exc.strerror or exc})") from None
 
 
 def saved_meta(learner: Any, **extra: Any) -> dict[str, Any]:
@@ -252,7 +295,7 @@ def saved_meta(learner: Any, **extra: Any) -> dict[str, Any]:
 def scheme_from_meta(meta: dict[str, Any]) -> LabelScheme:
     """The label scheme a saved learner was trained with."""
     name = meta.get("scheme")
-    if name not in SCHEMES:
+    if not isinstance(name, str) or name not in SCHEMES:
         raise ModelError(f"saved model has unknown label scheme {name!r}")
     return SCHEMES[name]
 

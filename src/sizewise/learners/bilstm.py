@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import Field, field_validator
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -27,12 +27,13 @@ from sizewise.learners.base import (
     LearnerConfig,
     check_is_fitted,
     check_training_data,
+    learner_from_meta,
     read_learner_meta,
     register_learner,
     saved_meta,
     scheme_from_meta,
 )
-from sizewise.learners.network import NetworkLearner
+from sizewise.learners.network import NetworkLearner, load_weights
 from sizewise.learners.training import gradient_step, length_bucketed_batches, resolve_device, train_epochs
 from sizewise.text.vectors import load_word_vectors
 from sizewise.text.vocab import WordVocabulary
@@ -224,13 +225,14 @@ class BiLSTMLearner(NetworkLearner):
                 raise ModelError(f"{directory}: {name} is missing")
         cfg = dict(meta.get("config", {}))
         cfg.pop("vectors", None)  # the vectors are already inside the saved embedding
-        learner = cls(**cfg)
+        learner = learner_from_meta(cls, directory, cfg)
         scheme: LabelScheme = scheme_from_meta(meta)
         learner.scheme_ = scheme
-        learner.vocab_ = WordVocabulary.from_json((directory / _VOCAB_FILE).read_text(encoding="utf-8"))
+        learner.vocab_ = WordVocabulary.read(directory / _VOCAB_FILE)
         if network is None:
-            network = BiLSTMNet(len(learner.vocab_), scheme.num_labels, learner.config)
-            network.load_state_dict(load_file(str(directory / _WEIGHTS_FILE)))
+            network = load_weights(
+                BiLSTMNet(len(learner.vocab_), scheme.num_labels, learner.config), directory / _WEIGHTS_FILE
+            )
         learner.network_ = network.eval()
         learner.history_ = meta.get("history", [])
         learner.monitor_probas_ = []

@@ -16,11 +16,47 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from sizewise.data.pairs import PairData
+from sizewise.errors import ModelError
 from sizewise.learners.base import BaseLearner, check_is_fitted, check_scheme
 from sizewise.progress import progress_bar
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (no pickle); a missing, truncated or garbled file is a ModelError."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def load_weights(network: nn.Module, path: str | Path) -> nn.Module:
+    """Load the safetensors file ``path`` into ``network``, every weight and of the same shape: weights
+    that do not fit the network the saved settings describe (an edited size) are a ModelError."""
+    state = read_weights(path)
+    own = network.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        problem = (
+            f"weight {shapes[0]!r} has shape {list(state[shapes[0]].shape)}, the settings make it "
+            f"{list(own[shapes[0]].shape)}"
+            if shapes
+            else f"weight {missing[0]!r} is missing"
+            if missing
+            else f"weight {unexpected[0]!r} is not part of the network"
+        )
+        raise ModelError(f"{path}: the weights do not fit the saved settings: {problem}")
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:  # pragma: no cover - shapes and names were checked above
+        raise ModelError(f"{path}: the weights do not fit the saved settings ({exc})") from None
+    return network
 
 
 class EncodedPairs(Protocol):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from tokenizers.trainers import WordLevelTrainer
+
+from sizewise.errors import ModelError
 
 PAD = "<pad>"
 UNK = "<unk>"
@@ -47,6 +50,23 @@ class WordVocabulary:
     def from_json(cls, text: str) -> WordVocabulary:
         """Restore a vocabulary saved with :meth:`to_json`."""
         return cls(Tokenizer.from_str(text))
+
+    @classmethod
+    def read(cls, path: str | Path) -> WordVocabulary:
+        """The vocabulary saved in the file ``path``; a file that is not one (bad JSON, not a tokenizer,
+        word ids that do not run 0..n-1) is a ModelError naming it."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ModelError(f"{path}: not a vocabulary file (not UTF-8: {exc.reason})") from None
+        try:
+            vocab = cls.from_json(text)
+        except Exception as exc:  # the tokenizers library raises a bare Exception for any bad file
+            raise ModelError(f"{path}: not a vocabulary file ({exc})") from None
+        ids = sorted(vocab.tokenizer.get_vocab().values())
+        if ids != list(range(len(vocab))):
+            raise ModelError(f"{path}: not a vocabulary file (its word ids do not run from 0 to {len(vocab) - 1})")
+        return vocab
 
     def to_json(self) -> str:
         """The whole tokenizer (normalizer, pre-tokenizer, word ids) as a JSON string."""

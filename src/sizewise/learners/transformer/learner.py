@@ -33,6 +33,7 @@ from sizewise.learners.base import (
     check_is_fitted,
     check_scheme,
     check_training_data,
+    learner_from_meta,
     read_learner_meta,
     register_learner,
     saved_meta,
@@ -59,6 +60,7 @@ from sizewise.learners.transformer.loading import (
     load_tokenizer,
     merge_adapter_for_prediction,
     quiet_transformers,
+    refuse_remote_code,
     resolve_base,
     wrap_adapter,
 )
@@ -320,11 +322,15 @@ class TransformerLearner(NetworkLearner):
         ``network`` stands in for the saved model, which the folder then need not hold."""
         directory = Path(directory)
         meta = read_learner_meta(directory)
+        refuse_remote_code(directory)
         settings = dict(meta.get("config", {}))
         model_name = settings.pop("model", "minilm")
+        if not isinstance(model_name, str):
+            found = type(model_name).__name__
+            raise ModelError(f"{directory / LEARNER_FILE}: config.model: expected a string, found {found}")
         # The saved folder stands in for `model` while the other settings are checked: a full
         # fine-tune needs no base model, and a missing base deserves the clearer error below.
-        learner = cls(**settings, model=str(directory))
+        learner = learner_from_meta(cls, directory, settings, model=str(directory))
         learner.config = cfg = learner.config.model_copy(update={"model": model_name})
         if network is not None:
             needed = []
@@ -335,20 +341,23 @@ class TransformerLearner(NetworkLearner):
                 raise ModelError(f"{directory}: {name} is missing")
         scheme = scheme_from_meta(meta)
         learner.scheme_ = scheme
-        learner.tokenizer_ = load_tokenizer(str(directory))
+        learner.tokenizer_ = load_tokenizer(str(directory), saved=True)
         learner.target_modules_ = meta.get("target_modules")
         learner.modules_to_save_ = meta.get("modules_to_save")
+        # base_model_path is a record of where the base model was when it trained; it is never read.
+        recorded = meta.get("base_model_path")
         if network is not None:
-            learner.base_model_ = meta.get("base_model_path", cfg.model)
+            learner.base_model_ = recorded if isinstance(recorded, str) else cfg.model
             model = network
         elif cfg.mode == "full":
-            learner.base_model_ = meta.get("base_model_path", cfg.model)
-            model, fresh = load_classifier(str(directory), scheme, learner.tokenizer_.pad_token_id)
+            learner.base_model_ = recorded if isinstance(recorded, str) else cfg.model
+            model, fresh = load_classifier(str(directory), scheme, learner.tokenizer_.pad_token_id, saved=True)
             if fresh:
                 raise ModelError(f"{directory}: {FULL_WEIGHTS} lacks weights: {', '.join(fresh[:5])}")
         else:
-            learner.base_model_ = resolve_base(cfg.model, meta.get("base_model_path"), directory)
-            base, _ = load_classifier(learner.base_model_, scheme, learner.tokenizer_.pad_token_id)
+            learner.base_model_ = resolve_base(cfg.model, directory)
+            refuse_remote_code(Path(learner.base_model_))
+            base, _ = load_classifier(learner.base_model_, scheme, learner.tokenizer_.pad_token_id, saved=True)
             if cfg.num_layers is not None:  # the adapter was trained on the cut model
                 keep_layers(base, cfg.num_layers)
             model = load_adapter(base, directory)

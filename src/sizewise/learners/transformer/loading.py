@@ -136,14 +136,48 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_tokenizer(source: str) -> Any:
-    """The tokenizer of a model folder or hub name, with a pad token (its end-of-sequence token if it has none)."""
+def refuse_remote_code(folder: Path) -> None:
+    """Refuse a model folder whose configuration asks to run code of its own (``auto_map``,
+    ``trust_remote_code``): sizewise never runs code from a model folder. A folder that is not there
+    (a hub name) has nothing to check here."""
+    for name in ("config.json", "tokenizer_config.json", ADAPTER_CONFIG, "preprocessor_config.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{path}: not a valid JSON file ({_first_line(exc)})") from None
+        if not isinstance(config, dict):
+            raise ModelError(f"{path}: expected a JSON object, found {type(config).__name__}")
+        for key in ("auto_map", "auto_mapping", "trust_remote_code"):
+            if config.get(key):
+                raise ModelError(
+                    f"{path}: {key}: the model asks to run code of its own, which sizewise never does; "
+                    "use a model that transformers supports as it is"
+                )
+
+
+def _loading_options(saved: bool) -> dict[str, Any]:
+    """``from_pretrained`` options: never remote code; for a saved model (or its base), offline and
+    safetensors only, so nothing is downloaded and nothing is unpickled."""
+    options: dict[str, Any] = {"trust_remote_code": False}
+    if saved:
+        options.update(local_files_only=True, use_safetensors=True)
+    return options
+
+
+def load_tokenizer(source: str, *, saved: bool = False) -> Any:
+    """The tokenizer of a model folder or hub name, with a pad token (its end-of-sequence token if it has none);
+    ``saved``: of a saved model, read offline."""
     from transformers import AutoTokenizer
 
     try:
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+            options = _loading_options(saved)
+            options.pop("use_safetensors", None)
+            tokenizer = AutoTokenizer.from_pretrained(source, **options)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError) as exc:
         raise ModelError(f"{source}: could not load its tokenizer ({_first_line(exc)})") from None
     if tokenizer.pad_token is None:
         # Decoder-style models (GPT-2, Llama) have no pad token; padding positions are masked anyway.
@@ -153,21 +187,34 @@ def load_tokenizer(source: str) -> Any:
     return tokenizer
 
 
-def load_classifier(source: str, scheme: LabelScheme, pad_token_id: int) -> tuple[nn.Module, list[str]]:
-    """A sequence-classification model for ``scheme``; also the names of weights it had to initialise."""
+def load_classifier(
+    source: str, scheme: LabelScheme, pad_token_id: int, *, saved: bool = False
+) -> tuple[nn.Module, list[str]]:
+    """A sequence-classification model for ``scheme``; also the names of weights it had to initialise.
+    ``saved``: a saved model or an adapter's base, read offline from safetensors only."""
     from transformers import AutoModelForSequenceClassification
 
     try:
         with quiet_transformers():
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 source,
+                **_loading_options(saved),
                 num_labels=scheme.num_labels,
                 id2label=dict(enumerate(scheme.labels)),
                 label2id={name: i for i, name in enumerate(scheme.labels)},
                 ignore_mismatched_sizes=True,  # a checkpoint with another head size gets a fresh head
                 output_loading_info=True,
             )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        ImportError,
+        RuntimeError,
+        SafetensorError,
+    ) as exc:
         raise ModelError(f"{source}: could not load a sequence-classification model ({_first_line(exc)})") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = pad_token_id
@@ -191,8 +238,10 @@ def _reload_pruned_heads(model: nn.Module, folder: Path, heads: int) -> list[str
         files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else None
         saved: dict[str, torch.Tensor] = {}
         for name in files or [FULL_WEIGHTS]:
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise ValueError(f"{index.name} names {name!r}, not a file of the folder")
             saved.update(load_file(str(folder / name)))
-    except (OSError, SafetensorError, ValueError, KeyError) as exc:
+    except (OSError, SafetensorError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelError(f"{folder}: could not read the head-pruned weights ({_first_line(exc)})") from None
     own = model.state_dict()
     usable = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
@@ -287,8 +336,8 @@ def load_adapter(base: nn.Module, directory: Path) -> nn.Module:
 
     try:
         with quiet_transformers():
-            return PeftModel.from_pretrained(base, str(directory), is_trainable=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            return PeftModel.from_pretrained(base, str(directory), is_trainable=True, local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError, SafetensorError) as exc:
         raise ModelError(f"{directory}: could not load the adapter ({_first_line(exc)})") from None
 
 
@@ -312,14 +361,26 @@ def adapter_is_merged(model: nn.Module) -> bool:
     return any(getattr(m, "merged", False) is True for m in model.modules() if hasattr(m, "merged_adapters"))
 
 
-def resolve_base(name: str, path_at_fit: str | None, directory: Path) -> str:
-    """The adapter's base model: its ``model`` setting, else the folder it resolved to when fitted."""
+def resolve_base(name: str, directory: Path) -> str:
+    """The adapter's base model: its ``model`` setting (the packaged model, a folder, or a hub name read
+    from the local cache only). The folder it resolved to when fitted (``base_model_path``) is not
+    used: a saved model reads nothing it does not name as its configured base."""
     try:
-        return resolve_model(name)
+        source = resolve_model(name)
     except ConfigError as exc:
-        if path_at_fit and Path(path_at_fit).is_dir():
-            return path_at_fit
         raise ModelError(f"{directory}: the adapter's base model {name!r} is not available ({exc})") from None
+    if Path(source).is_dir():
+        return source
+    # A hub name: its copy in the local Hugging Face cache, if there is one; a saved model never downloads.
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(source, local_files_only=True)
+    except Exception as exc:  # not a repository name, or not in the cache (huggingface_hub's own errors)
+        raise ModelError(
+            f"{directory}: the adapter's base model {name!r} is neither a folder nor in the local Hugging Face "
+            f"cache; sizewise loads saved models offline ({_first_line(exc)})"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:
