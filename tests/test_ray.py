@@ -20,7 +20,8 @@ import pytest
 
 from conftest import SHARED_DATA, TINY_BILSTM, keyword_pairs, run_cli
 
-ray = pytest.importorskip("ray")
+# CI installs ray with the pinned test dependencies: there a missing ray fails instead of skipping.
+ray = __import__("ray") if os.environ.get("CI") else pytest.importorskip("ray")
 
 RAY = Path(sys.executable).with_name("ray")
 

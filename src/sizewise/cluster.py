@@ -35,7 +35,6 @@ from sizewise.progress import progress_bar, set_quiet
 if TYPE_CHECKING:
     from sizewise.config import ArmConfig, StudyConfig
     from sizewise.result import ArmResult
-    from sizewise.study import StudyData
     from sizewise.units import Unit
 
 logger = logging.getLogger(__name__)
@@ -139,20 +138,26 @@ class UnitOutput:
     seconds: float = 0.0
 
 
+#: ``run(config, arm, data, folder, unit)``: train and score one unit (:func:`sizewise.study.run_arm`).
+RunUnit = Callable[["StudyConfig", "ArmConfig", Any, Path, "Unit"], "ArmResult"]
+#: ``folder_of(config, arm, unit, out)``: a unit's folder in the run folder (:func:`sizewise.study.unit_folder`).
+UnitFolder = Callable[["StudyConfig", "ArmConfig", "Unit", Path], Path]
+
+
 def run_unit_task(
     config: StudyConfig,
     arm_name: str,
     unit: Unit,
-    data: StudyData,
+    data: Any,
     sources: dict[str, dict[str, bytes]],
     cwd: str,
     threads: int,
+    run: RunUnit,
+    folder_of: UnitFolder,
 ) -> UnitOutput:
-    """Train and score one unit in a temporary folder (on a Ray worker); ``sources`` are the files of the
-    units it is made from, by their path in the run folder."""
+    """Train and score one unit with ``run`` in a temporary folder (on a Ray worker); ``sources`` are the
+    files of the units it is made from, by their path in the run folder."""
     import torch
-
-    from sizewise.study import run_arm, unit_folder
 
     start = time.perf_counter()
     set_quiet(True)
@@ -166,8 +171,8 @@ def run_unit_task(
             target = root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(blob)
-        folder = unit_folder(config, arm, unit, root)
-        result = run_arm(config, arm, data, folder, unit)
+        folder = folder_of(config, arm, unit, root)
+        result = run(config, arm, data, folder, unit)
         model = folder / "model"
         files = {str(p.relative_to(model)): p.read_bytes() for p in model.rglob("*") if p.is_file()}
     return UnitOutput(result=result.to_json(), files=files, seconds=time.perf_counter() - start)
@@ -197,17 +202,20 @@ def write_model_files(files: dict[str, bytes], model_dir: Path) -> None:
 def run_units_on_ray(
     config: StudyConfig,
     todo: list[tuple[ArmConfig, Unit]],
-    data_of: Callable[[ArmConfig], StudyData],
+    data_of: Callable[[ArmConfig], Any],
     out: Path,
     *,
+    run: RunUnit,
+    folder_of: UnitFolder,
+    prepare: Callable[[Path], None],
     finish: Callable[[ArmConfig, Unit, ArmResult], None],
     address: str | None = None,
     resources: Resources | None = None,
 ) -> None:
-    """Run every unit of ``todo`` as a Ray task, each once the units it is made from are finished;
-    ``finish`` writes a unit's result (on the driver) as it comes back."""
+    """Run every unit of ``todo`` as a Ray task (``run`` on a worker), each once the units it is made from
+    are finished; ``prepare`` readies a unit's folder before it is sent, ``finish`` writes its result (on
+    the driver) as it comes back."""
     from sizewise.result import ArmResult
-    from sizewise.study import clear_unit, unit_folder
 
     defaults = resources or Resources()
     keys = {(arm.name, unit) for arm, unit in todo}
@@ -229,18 +237,26 @@ def run_units_on_ray(
                 if any(d in keys and d not in finished for d in deps):
                     continue
                 waiting.remove((arm, unit))
-                clear_unit(unit_folder(config, arm, unit, out))
+                prepare(folder_of(config, arm, unit, out))
                 data = data_of(arm)
                 if id(data) not in data_refs:
                     data_refs[id(data)] = ray.put(data)
                 sources: dict[str, dict[str, bytes]] = {}
                 for name, source_unit in deps:
-                    folder = unit_folder(config, config.arm(name), source_unit, out)
+                    folder = folder_of(config, config.arm(name), source_unit, out)
                     if (folder / "result.json").is_file() and (folder / "model").is_dir():
                         sources.update(unit_files(folder, out))
                 res = _arm_resources(arm, defaults)
                 ref = remote.options(**res.options(), name=f"sizewise {arm.name} {unit.key}").remote(
-                    config_ref, arm.name, unit, data_refs[id(data)], sources, os.getcwd(), max(1, int(res.num_cpus))
+                    config_ref,
+                    arm.name,
+                    unit,
+                    data_refs[id(data)],
+                    sources,
+                    os.getcwd(),
+                    max(1, int(res.num_cpus)),
+                    run,
+                    folder_of,
                 )
                 running[ref] = (arm, unit)
 
@@ -257,7 +273,7 @@ def run_units_on_ray(
                         for other in running:
                             ray.cancel(other, force=True)
                         raise task_error(exc, f"arm {arm.name} ({unit.key})") from None
-                    folder = unit_folder(config, arm, unit, out)
+                    folder = folder_of(config, arm, unit, out)
                     if output.files:
                         write_model_files(output.files, folder / "model")
                     finish(arm, unit, ArmResult.model_validate(output.result))

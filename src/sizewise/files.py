@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import multiprocessing
 import os
 import re
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,29 @@ _OLD = re.compile(r"^\.(?P<target>.+)\.old$")
 def output_error(path: str | Path, exc: OSError) -> OutputError:
     """One line for a write to ``path`` that the disk refused."""
     return OutputError(f"{path}: cannot write there ({exc.strerror or exc})")
+
+
+#: How often each failpoint was reached in this process (see :func:`failpoint`).
+_FAILPOINT_HITS: dict[str, int] = {}
+
+
+def failpoint(name: str) -> None:
+    """A testing hook at the moments a kill hurts most (inside a write): with the environment variable
+    ``SIZEWISE_FAILPOINT=NAME[:K]``, the main process kills itself with SIGKILL the K-th time (default
+    the first) it reaches point ``NAME``. The kill -9 suite (``tests/killing.py``) lands kills here;
+    without the variable this is one dictionary lookup. Points: ``write-file`` (a file written beside its
+    target, not yet renamed), ``fill-folder`` (a folder written whole beside its target), ``swap-folder``
+    (between the two renames that replace a folder), ``report`` (the report's images moved into place,
+    its pages not yet)."""
+    spec = os.environ.get("SIZEWISE_FAILPOINT")
+    if not spec:
+        return
+    point, _, nth = spec.partition(":")
+    if point != name or multiprocessing.parent_process() is not None:  # worker processes never stop here
+        return
+    _FAILPOINT_HITS[name] = _FAILPOINT_HITS.get(name, 0) + 1
+    if _FAILPOINT_HITS[name] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _umask() -> int:
@@ -64,6 +89,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a saved file should look like any other
+        failpoint("write-file")
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -188,11 +214,13 @@ def atomic_directory(path: str | Path, *, owner: str | tuple[str, ...] | None = 
         if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
             raise output_error(path, exc) from None
         raise
+    failpoint("fill-folder")
     try:
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
+            failpoint("swap-folder")
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:

@@ -12,7 +12,7 @@ from typing import Any
 
 from sizewise.arms.registry import ArmType, arm_type_names, find_arm_type
 from sizewise.errors import SizewiseError
-from sizewise.files import output_error
+from sizewise.files import failpoint, output_error
 from sizewise.report.budgets import (
     LEARNING_CURVE_PNG,
     budget_verdict,
@@ -382,9 +382,11 @@ def write_report(run_dir: str | Path, *, baseline: str | None = None, order: lis
         doc = build_document(results, baseline, images)
         (stage / "report.html").write_text(to_html(doc, stage), encoding="utf-8")
         (stage / "report.md").write_text(to_markdown(doc), encoding="utf-8")
-        for made in sorted(stage.iterdir(), key=lambda p: p.name == "report.md"):  # report.md last
+        for made in sorted(stage.iterdir(), key=lambda p: (p.suffix != ".png", p.name == "report.md")):
             if made.name.startswith("."):
                 continue
+            if made.suffix != ".png":
+                failpoint("report")  # the images in place, the pages not yet (report.md last)
             try:
                 os.chmod(made, 0o666 & ~_umask())
                 os.replace(made, run_dir / made.name)
