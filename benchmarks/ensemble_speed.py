@@ -282,9 +282,9 @@ def _show(report: dict[str, Any], write: Path | None) -> None:
     text = table(report)
     print(text)
     if write:
-        from summarize import _write_block  # benchmarks/summarize.py, beside this script
+        from summarize import write_block  # benchmarks/summarize.py, beside this script
 
-        _write_block(write, "ensemble-speed", text)
+        write_block(write, "ensemble-speed", text)
 
 
 def table(report: dict[str, Any]) -> str:

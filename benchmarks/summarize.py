@@ -412,7 +412,8 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [f"| {' | '.join(header)} |", "|" + "---|" * len(header), *(f"| {' | '.join(row)} |" for row in rows)]
 
 
-def _write_block(path: Path, name: str, text: str) -> None:
+def write_block(path: Path, name: str, text: str) -> None:
+    """Replace the block between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in ``path`` by ``text``."""
     doc = path.read_text(encoding="utf-8")
     block = f"<!-- {name}:begin -->\n{text}\n<!-- {name}:end -->"
     new, n = re.subn(rf"<!-- {name}:begin -->.*?<!-- {name}:end -->", lambda _: block, doc, flags=re.S)
@@ -469,7 +470,7 @@ def main() -> None:
     if args.write is None:
         print(text)
     else:
-        _write_block(args.write, name, text)
+        write_block(args.write, name, text)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from summarize import write_block  # noqa: E402  (benchmarks/summarize.py, beside this script)
+
 WAYS = ("sizewise", "trainer-example", "trainer-best")
 
 
@@ -284,7 +288,7 @@ def main() -> None:
         record = pool([json.loads(path.read_text()) for path in args.table])
         print(table(record))
         if args.write:
-            _write_block(args.write, table(record), args.block)
+            write_block(args.write, args.block, table(record))
         return
     args.out.mkdir(parents=True, exist_ok=True)
     s = _settings(args)
@@ -309,16 +313,7 @@ def main() -> None:
     (args.out / "trainer_speed.json").write_text(json.dumps(record, indent=2) + "\n")
     print(table(record))
     if args.write:
-        _write_block(args.write, table(record), args.block)
-
-
-def _write_block(path: Path, text: str, name: str = "speed") -> None:
-    doc = path.read_text(encoding="utf-8")
-    start, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    if doc.count(start) != 1 or doc.count(end) != 1:
-        raise SystemExit(f"{path}: needs one {start} ... {end} block")
-    head, rest = doc.split(start)
-    path.write_text(head + start + "\n" + text + "\n" + end + rest.split(end, 1)[1], encoding="utf-8")
+        write_block(args.write, args.block, table(record))
 
 
 def pool(records: list[dict[str, Any]]) -> dict[str, Any]:

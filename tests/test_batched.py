@@ -229,6 +229,14 @@ def test_batched_ensemble_predicts_saves_and_loads(tmp_path: Path) -> None:
     # Batched prediction is each member's own prediction.
     one_by_one = np.stack([m.predict_proba(test) for m in ens.learners_])
     np.testing.assert_allclose(ens.member_probas(test), one_by_one, rtol=0, atol=1e-6)
+    # The stacked copy is kept between calls, and made again when a member's weights change in place.
+    with torch.no_grad():
+        ens.learners_[1].network_.classifier[-1].weight.mul_(-1.0)
+    changed = np.stack([m.predict_proba(test) for m in ens.learners_])
+    assert not np.allclose(changed, one_by_one)
+    np.testing.assert_allclose(ens.member_probas(test), changed, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        ens.learners_[1].network_.classifier[-1].weight.mul_(-1.0)
     proba, sections = ens.predict_with_sections(test)
     assert sections["members"]["executor"] == "batched"
     assert "epoch_size" in sections["curves"]

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np, torch
 torch.set_num_threads(1)
 from conftest import keyword_pairs
+from sizewise.distributed import close
 from sizewise.learners import create_learner
 
 learner = create_learner({
@@ -50,6 +51,7 @@ learner = create_learner({
 learner.fit(keyword_pairs(48, seed=0))
 trained = {n: p.detach().numpy() for n, p in learner.network_.named_parameters() if p.requires_grad}
 np.savez(Path(sys.argv[2]) / f"rank{os.environ['RANK']}.npz", steps=learner.history_[-1]["steps"], **trained)
+close()  # a script under torchrun ends through sizewise.distributed.close (the interpreter's teardown can abort)
 """
 
 

@@ -148,3 +148,32 @@ def test_ensemble_members_on_a_ray_cluster_equal_local_ones(cluster: str) -> Non
         ray.shutdown()
     assert on_ray.executor_ == "ray"
     np.testing.assert_array_equal(on_ray.member_probas(test), local.member_probas(test))
+
+
+def test_a_killed_study_leaves_no_process_of_the_ray_instance_it_started(tiny_tsv: Path, tmp_path: Path) -> None:
+    study = _study(tmp_path, tiny_tsv, epochs=200)
+    args = [sys.executable, "-m", "sizewise.cli", "study", "run", str(study), "--executor", "ray", "--arm", "bilstm"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 120
+        while not _unit_tasks() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()  # type: ignore[union-attr]
+            time.sleep(0.2)
+        ours = parent.children(recursive=True)
+        assert _unit_tasks() and len(ours) >= 3  # Ray's own processes, started by this study
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        alive = ours
+        while alive and time.monotonic() < deadline:
+            alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+            time.sleep(0.5)
+        left = [" ".join(p.cmdline())[:80] for p in alive]
+        for p in alive:
+            p.kill()
+        assert left == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

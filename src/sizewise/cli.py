@@ -23,7 +23,7 @@ from sizewise.data.catalog import fetch_dataset, load_pairs
 from sizewise.data.info import describe, format_description
 from sizewise.data.io import parse_pairs, read_pairs
 from sizewise.data.sampling import sample_subset
-from sizewise.distributed import is_main_process
+from sizewise.distributed import close, is_main_process
 from sizewise.errors import ConfigError, SizewiseError
 from sizewise.files import WRITE_ERRNOS, atomic_write_text, check_replaceable, check_writable
 from sizewise.learners.base import MODEL_FILES, create_learner, load_learner, read_learner_meta
@@ -463,7 +463,17 @@ def learners(
 
 
 def main() -> None:
-    """Entry point: runs the app; a SizewiseError becomes one line on stderr and exit code 2."""
+    """Entry point: runs the app; a SizewiseError becomes one line on stderr and exit code 2. In a
+    multi-process launch each process then ends through :func:`sizewise.distributed.close`."""
+    try:
+        _run_app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        close(code)  # returns outside a multi-process launch
+        raise
+
+
+def _run_app() -> None:
     try:
         app()
     except SizewiseError as exc:

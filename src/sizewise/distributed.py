@@ -10,7 +10,10 @@ and only the main process (rank 0) writes files or draws progress bars.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import logging
 import os
+import sys
 from typing import Any
 
 from sizewise.errors import ConfigError
@@ -50,9 +53,29 @@ def accelerator(cpu: bool) -> Any:
 
 
 def _close_process_group() -> None:
-    """Take the process group down before the interpreter exits: left to static destruction, its
-    background threads can abort the process ("terminate called without an active exception")."""
+    """Take the process group down before the interpreter exits (what :func:`close` cannot reach)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def close(code: int = 0) -> None:
+    """End this process of a multi-process launch with exit status ``code``, once its work is done and
+    written: the process group is taken down, output flushed, and the process ends without the
+    interpreter's teardown. PyTorch keeps a Gloo process group's threads running after
+    ``destroy_process_group`` (its C++ object stays referenced), and the interpreter's teardown then
+    aborts the process now and then ("terminate called without an active exception", exit -6), which
+    makes the launcher report a finished run as failed. The command line calls this itself; a script
+    using the Python API under ``torchrun`` or ``accelerate launch`` calls it last. Outside a
+    multi-process launch it does nothing and returns."""
+    import torch.distributed as dist
+
+    if world_size() <= 1 or not (dist.is_available() and dist.is_initialized()):
+        return
+    _close_process_group()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

@@ -371,12 +371,21 @@ def stackable(learners: Sequence[Any]) -> bool:
     )
 
 
-def predict_members(learners: Sequence[BiLSTMLearner], data: PairData) -> np.ndarray:
-    """The probabilities of :func:`stackable` members on ``data``, all in one batched network."""
+def stack_members(learners: Sequence[BiLSTMLearner]) -> StackedBiLSTM:
+    """One network holding the weights of :func:`stackable` members, on their device, for prediction."""
     first = learners[0]
     network = StackedBiLSTM.from_members([m.network_ for m in learners], first.config, first.scheme_.num_labels)
+    return network.to(first.device)
+
+
+def predict_members(
+    learners: Sequence[BiLSTMLearner], data: PairData, network: StackedBiLSTM | None = None
+) -> np.ndarray:
+    """The probabilities of :func:`stackable` members on ``data``, all in one batched network (``network``:
+    theirs from :func:`stack_members`, built here when None)."""
+    first = learners[0]
+    network = network if network is not None else stack_members(learners)
     device = first.device
-    network.to(device)
     encoded = MemberIds([m.vocab_ for m in learners], data, first.config.max_length)
     return predict_stacked(network, encoded, first.config.eval_batch_size, device)
 

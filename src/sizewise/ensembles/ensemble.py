@@ -320,12 +320,19 @@ class EnsembleLearner(CompositeLearner):
     def member_probas(self, data: PairData) -> np.ndarray:
         """Every member's probabilities on ``data``: ``[n_members, len(data), num_labels]``; BiLSTM members
         of the same sizes predict together, in one stacked network."""
-        from sizewise.ensembles.batched import predict_members, stackable
+        from sizewise.ensembles.batched import predict_members, stack_members, stackable
 
         check_is_fitted(self)
         if len(self.learners_) > 1 and stackable(self.learners_):
             check_scheme(self.scheme_, data)
-            return predict_members(self.learners_, data)
+            # The stacked copy of the members' weights is built once, and again only when a member's
+            # weights changed (compression prunes them in place): a latency measurement predicts one
+            # pair at a time.
+            key = tuple((id(m.network_), *(p._version for p in m.network_.parameters())) for m in self.learners_)
+            cached = getattr(self, "_stacked", None)
+            if cached is None or cached[0] != key:
+                self._stacked = (key, stack_members(self.learners_))
+            return predict_members(self.learners_, data, self._stacked[1])
         return np.stack([m.predict_proba(data) for m in self.learners_])
 
     def combine(self, member_probas: np.ndarray, k: int | None = None) -> np.ndarray:
