@@ -163,6 +163,10 @@ def kill_suite(study: Path, work: Path, env: dict[str, str], *, kills: int, seed
             _finish(study, folder, env, runs)
             force = "bilstm"
         done = len(outcomes(folder)) if folder.exists() else 0
+        if point is None and done == len(expected):  # nothing left to interrupt here: a fresh folder
+            _finish(study, folder, env, runs)
+            trials.append(Trial(runs, problems(folder, expected)))
+            runs, folder, done = [], work / f"trial-{len(trials)}", 0
         left = max(1.0, reference.seconds * (1 - done / len(expected)))
         run = run_study(
             study,

@@ -246,6 +246,13 @@ def test_ratio_and_energy_wording() -> None:
     assert fmt_energy(0.002) == "2.00 Wh"
 
 
+def test_the_verdict_of_one_arm_compares_it_with_nothing(run_dir: Path) -> None:
+    (one, *_) = load_results(run_dir)
+    lines = verdict([one])
+    assert lines[0].startswith(f"The most accurate arm is {one.description}")
+    assert not any("other arm" in line for line in lines), lines
+
+
 def test_verdict_and_compare_agree_with_the_results(run_dir: Path) -> None:
     results = load_results(run_dir)
     lines = verdict(results)

@@ -307,6 +307,6 @@ def verdict(results: list[ArmResult]) -> list[str]:
                 f"{cheapest.description} is the cheapest to train of the arms not significantly less accurate "
                 f"than {best.description}."
             )
-    else:
+    elif len(results) > 1:
         lines.append(f"Every other arm is significantly less accurate than {best.description}.")
     return lines
