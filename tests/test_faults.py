@@ -38,8 +38,11 @@ def _start(args: list[str]) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for_workers(proc: subprocess.Popen[str], count: int, timeout: float = 120) -> list[psutil.Process]:
-    """Every descendant of ``proc`` once ``count`` of them are spawned multiprocessing workers."""
+def _wait_for_workers(
+    proc: subprocess.Popen[str], count: int, timeout: float = 120, settle: float = 1.0
+) -> list[psutil.Process]:
+    """Every descendant of ``proc`` once ``count`` of them are spawned multiprocessing workers (and
+    ``settle`` seconds more)."""
     parent = psutil.Process(proc.pid)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -47,7 +50,7 @@ def _wait_for_workers(proc: subprocess.Popen[str], count: int, timeout: float = 
         children = parent.children(recursive=True)
         workers = [c for c in children if "spawn_main" in " ".join(_cmdline(c))]
         if len(workers) >= count:
-            time.sleep(1.0)  # let the workers start training (and the pool's helpers start)
+            time.sleep(settle)  # let the workers start training (and the pool's helpers start)
             return parent.children(recursive=True)
         time.sleep(0.2)
     raise AssertionError(f"no {count} worker processes within {timeout} s")
@@ -89,10 +92,12 @@ def test_a_killed_study_leaves_no_worker_running(tmp_path: Path, tiny_tsv: Path,
             proc.wait()
 
 
-def test_a_worker_that_dies_ends_the_study_in_one_line(tmp_path: Path, tiny_tsv: Path) -> None:
+@pytest.mark.parametrize("settle", [1.0, 0.0], ids=["training", "starting"])
+def test_a_worker_that_dies_ends_the_study_in_one_line(tmp_path: Path, tiny_tsv: Path, settle: float) -> None:
+    """Killed while it trains, or while it is still starting (importing torch): one line, no hang."""
     proc = _start(["study", "run", str(_slow_ensemble_study(tmp_path, tiny_tsv))])
     try:
-        descendants = _wait_for_workers(proc, 2)
+        descendants = _wait_for_workers(proc, 1 if settle == 0 else 2, settle=settle)
         worker = next(p for p in descendants if "spawn_main" in " ".join(_cmdline(p)))
         worker.kill()
         _, stderr = proc.communicate(timeout=120)
