@@ -223,3 +223,22 @@ def test_a_compressed_model_naming_modules_it_lacks_is_one_model_error(tmp_path:
     _set("quantized_modules", ["encoder", "no.such.module"])(folder)
     with pytest.raises(ModelError, match="quantized_modules: .* do not match the saved weights"):
         load_learner(folder)
+
+
+def test_a_link_out_of_the_model_folder_is_refused(saved_bilstm: Path, saved_ensemble: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.json"
+    for which, name in ((saved_bilstm, "vocab.json"), (saved_ensemble, "member_001/vocab.json")):
+        folder = _copy(which, tmp_path / which.name)
+        outside.write_bytes((folder / name).read_bytes())  # the same content: only where it lies is wrong
+        (folder / name).unlink()
+        (folder / name).symlink_to(outside)
+        with pytest.raises(ModelError, match="outside the model folder") as info:
+            load_learner(folder)
+        assert "\n" not in str(info.value) and name.split("/")[-1] in str(info.value)
+    # A link that stays inside the folder, and a model folder reached through a link, load.
+    folder = _copy(saved_bilstm, tmp_path / "inside")
+    (folder / "vocab.copy.json").write_bytes((folder / "vocab.json").read_bytes())
+    (folder / "vocab.json").unlink()
+    (folder / "vocab.json").symlink_to("vocab.copy.json")
+    (tmp_path / "via-link").symlink_to(folder)
+    load_learner(tmp_path / "via-link").predict_proba(dozen_pairs())

@@ -169,3 +169,15 @@ def test_the_command_line_turns_an_unwrapped_disk_error_into_one_line(
     assert caught.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert lines == [f"error: /runs/x/model.safetensors: {os.strerror(errno.ENOSPC)}"]
+
+
+def test_saved_files_get_the_modes_of_any_new_file(tmp_path: Path) -> None:
+    # safetensors writes its files readable by their owner only; a saved model looks like any other output.
+    mask = os.umask(0o022)
+    try:
+        create_learner(TINY_BILSTM).fit(keyword_pairs(12)).save(tmp_path / "model")
+    finally:
+        os.umask(mask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "model").iterdir()}
+    assert modes == dict.fromkeys(modes, 0o644) and "model.safetensors" in modes, modes
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755

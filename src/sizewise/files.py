@@ -179,6 +179,16 @@ def clean_temporaries(folder: str | Path) -> list[str]:
     return handled
 
 
+def _usual_modes(folder: Path) -> None:
+    """Give everything written into ``folder`` the modes any new file or folder gets here (some writers,
+    safetensors among them, make their files readable by their owner only)."""
+    mask = _umask()
+    for entry in folder.rglob("*"):
+        if entry.is_symlink():
+            continue
+        entry.chmod((0o777 if entry.is_dir() else 0o666) & ~mask)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -214,6 +224,11 @@ def atomic_directory(path: str | Path, *, owner: str | tuple[str, ...] | None = 
         if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
             raise output_error(path, exc) from None
         raise
+    try:
+        _usual_modes(tmp)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise output_error(path, exc) from None
     failpoint("fill-folder")
     try:
         if path.exists():

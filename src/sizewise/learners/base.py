@@ -263,6 +263,18 @@ def member_folder(directory: str | Path, name: Any, field: str) -> Path:
     return folder
 
 
+def check_links_inside(directory: str | Path) -> None:
+    """Refuse (ModelError) a model folder holding a link that leads outside it: loading reads only
+    inside the folder (the folder itself may be reached through a link)."""
+    root = Path(directory).resolve()
+    try:
+        for path in root.rglob("*"):
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                raise ModelError(f"{path}: a link to {path.resolve()}, outside the model folder; copy the file in")
+    except OSError as exc:
+        raise ModelError(f"{exc.filename or directory}: cannot read ({exc.strerror or exc})") from None
+
+
 def load_learner(directory: str | Path) -> Learner:
     """Load any saved learner; the kind is read from its ``learner.json``. Loading reads only files
     inside ``directory`` (and an adapter's base model), safetensors and JSON, and never runs code from
@@ -272,6 +284,7 @@ def load_learner(directory: str | Path) -> Learner:
     entry = _entry(kind)
     if entry is None:
         raise ModelError(f"{directory}: unknown learner kind {kind!r} (known: {', '.join(learner_kinds())})")
+    check_links_inside(directory)
     try:
         return entry.cls.load(directory)
     except OSError as exc:  # a file of the folder that cannot be read (permissions, a folder in its place)
