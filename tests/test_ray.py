@@ -177,3 +177,14 @@ def test_a_killed_study_leaves_no_process_of_the_ray_instance_it_started(tiny_ts
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_units_asking_more_than_the_local_instance_has_are_refused(tiny_tsv: Path, tmp_path: Path) -> None:
+    # Ray would keep such tasks pending for ever: the study ends in one line instead.
+    study = _study(tmp_path, tiny_tsv)
+    proc = run_cli("study", "run", str(study), "--executor", "ray", "--arm", "bilstm", "--num-gpus", "1")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "asks 1 GPUs, the cluster has 0" in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "out").rglob("result.json"))

@@ -224,6 +224,8 @@ def run_units_on_ray(
         return [(name, config.source_unit(arm, unit, name)) for name in arm.type_.sources(arm.spec)]
 
     with ray_session(address) as ray:
+        arms = {arm.name: arm for arm, _ in todo}
+        _check_feasible(ray, [(arm, _arm_resources(arm, defaults)) for arm in arms.values()], address)
         remote = ray.remote(run_unit_task)
         data_refs: dict[int, Any] = {}
         config_ref = ray.put(config)
@@ -283,6 +285,24 @@ def run_units_on_ray(
             bar.remove_task(job)
         if waiting:  # pragma: no cover - a source outside todo that is not finished: refused by source_model
             raise RunError(f"units never became ready: {', '.join(f'{a.name} {u.key}' for a, u in waiting)}")
+
+
+def _check_feasible(ray: Any, asks: list[tuple[ArmConfig, Resources]], address: str | None) -> None:
+    """Refuse units that ask more CPUs or GPUs than the cluster has in all (Ray would wait for them for
+    ever); on a cluster named by address, which may grow (an autoscaler), only warn."""
+    have = ray.cluster_resources()
+    problems = [
+        f"arm {arm.name}: a unit asks {need:g} {what}, the cluster has {have.get(key, 0):g}"
+        for arm, res in asks
+        for what, key, need in (("CPUs", "CPU", res.num_cpus), ("GPUs", "GPU", res.num_gpus))
+        if need > have.get(key, 0)
+    ]
+    if not problems:
+        return
+    if address is None:
+        raise RunError("; ".join(problems) + " (lower --num-cpus / --num-gpus or the arm's resources)")
+    for problem in problems:
+        logger.warning("%s: its units wait until the cluster has them", problem)
 
 
 def _arm_resources(arm: ArmConfig, defaults: Resources) -> Resources:
