@@ -151,6 +151,7 @@ def kill_suite(study: Path, work: Path, env: dict[str, str], *, kills: int, seed
     if reference.returncode != 0:
         raise AssertionError(f"the uninterrupted run failed: {reference.stderr[-2000:]}")
     expected = outcomes(work / "reference")
+    startup = _startup_seconds(env)
     rng = np.random.default_rng(seed)
     plan: list[str | None] = list(FAILPOINTS[:kills]) + [None] * max(0, kills - len(FAILPOINTS))
     trials: list[Trial] = []
@@ -167,12 +168,13 @@ def kill_suite(study: Path, work: Path, env: dict[str, str], *, kills: int, seed
             _finish(study, folder, env, runs)
             trials.append(Trial(runs, problems(folder, expected)))
             runs, folder, done = [], work / f"trial-{len(trials)}", 0
-        left = max(1.0, reference.seconds * (1 - done / len(expected)))
+        # The moment: uniform over the run's expected length, start-up (half of it here at least) included.
+        left = max(startup + 1.0, startup + (reference.seconds - startup) * (1 - done / len(expected)))
         run = run_study(
             study,
             folder,
             env,
-            kill_after=None if point else float(rng.uniform(0.5, left)),
+            kill_after=None if point else float(rng.uniform(startup / 2, left)),
             failpoint=point,
             force_arm=force,
         )
@@ -187,6 +189,13 @@ def kill_suite(study: Path, work: Path, env: dict[str, str], *, kills: int, seed
             trials.append(Trial(runs, problems(folder, expected)))
             runs, folder = [], work / f"trial-{len(trials)}"
     return reference.seconds, trials
+
+
+def _startup_seconds(env: dict[str, str]) -> float:
+    """How long the command line takes to start (Python, torch and sizewise imported) on this machine."""
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "sizewise.cli", "study", "--help"], env=env, capture_output=True, check=True)
+    return time.monotonic() - start
 
 
 def _finish(study: Path, folder: Path, env: dict[str, str], runs: list[Run]) -> None:
