@@ -18,7 +18,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from sizewise import __version__
-from sizewise.config import load_study, load_yaml
+from sizewise.config import load_study, read_yaml_file
 from sizewise.data.catalog import fetch_dataset, load_pairs
 from sizewise.data.info import describe, format_description
 from sizewise.data.io import parse_pairs, read_pairs
@@ -291,14 +291,7 @@ def _print_verdict(run_dir: Path, order: list[str] | None = None) -> None:
 def _parse_settings(settings: list[str] | None, config: Path | None) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if config is not None:
-        if not config.is_file():
-            raise ConfigError(str(config), ["no such file"])
-        try:
-            loaded = load_yaml(config.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{config}{where}", [f"not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+        loaded = read_yaml_file(config)
         if not isinstance(loaded, dict):
             raise ConfigError(str(config), ["must hold a mapping of learner settings"])
         spec.update(loaded)

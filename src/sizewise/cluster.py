@@ -307,7 +307,7 @@ def _check_feasible(ray: Any, asks: list[tuple[ArmConfig, Resources]], address: 
 
 def _arm_resources(arm: ArmConfig, defaults: Resources) -> Resources:
     """The arm's own ``resources`` where its block sets them, else the run's defaults."""
-    own = getattr(arm, "resources", None)
+    own = arm.resources
     if own is None:
         return defaults
     return Resources(

@@ -588,17 +588,23 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def load_study(path: str | Path) -> StudyConfig:
-    """Read and validate a study YAML file."""
+def read_yaml_file(path: str | Path) -> Any:
+    """The YAML document in ``path`` (duplicate keys refused); a missing file, bad YAML or bad UTF-8 is
+    one ConfigError naming the file (and the line)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(str(path), ["no such file"])
     try:
-        raw = load_yaml(path.read_text(encoding="utf-8"))
+        return load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{where}", [f"not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
     except UnicodeDecodeError:
         raise ConfigError(str(path), ["not valid UTF-8"]) from None
-    return parse_study(raw, str(path), path.parent)
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and validate a study YAML file."""
+    path = Path(path)
+    return parse_study(read_yaml_file(path), str(path), path.parent)
